@@ -1,0 +1,41 @@
+# Every target bootstraps what it needs: a fresh clone runs `make test` or `make demo` directly.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mm-installed
+# On this project's machines these pins install from local disk (pip only; uv/poetry ignore it).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+PACKAGES := -e core -e plugins/blip2 -e plugins/qwen_llm -e plugins/datasets_coco -e plugins/avsd_dialogue
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export TOKENIZERS_PARALLELISM := false
+export DS_ACCELERATOR := cpu
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): core/pyproject.toml plugins/*/pyproject.toml requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q $(TORCH_PINS) $(PACKAGES) -r requirements-dev.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mmrun --config examples/quickstart.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check core plugins tests benchmarks
+
+clean:
+	rm -rf $(VENV) output

@@ -1,0 +1,115 @@
+"""The Python API: build models, processors and datasets by name, as LAVIS users expect.
+
+    from mm_core.api import load_model_and_preprocess
+    model, vis_processors, txt_processors = load_model_and_preprocess("blip2_feature_extractor", "tiny")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mm_core.config.loader import load_dataset_defaults, load_model_defaults, read_yaml
+from mm_core.errors import ConfigError
+from mm_core.registry import get_registry
+
+
+def load_model(
+    name: str, model_type: str, is_eval: bool = False, device: str = "cpu", checkpoint: str | None = None
+) -> Any:
+    """Build ``name`` with the default config of ``model_type``; optionally load a checkpoint."""
+    model = _build_model(load_model_defaults(name, model_type).model, checkpoint)
+    if is_eval:
+        model.eval()
+    return model.to(device)
+
+
+def load_processor(name: str, cfg: DictConfig | dict | None = None) -> Any:
+    """Build the processor registered as ``name`` from an options mapping."""
+    processor_cls = get_registry().resolve("processors", name)
+    return processor_cls.from_config(OmegaConf.create(dict(cfg or {})))
+
+
+def processor_from_config(cfg: DictConfig | dict | None) -> Any:
+    """Build a processor from a block ``{name: ..., **options}``; ``None`` for an empty block."""
+    if not cfg:
+        return None
+    if "name" not in cfg:
+        raise ConfigError(f"processor block {OmegaConf.to_container(OmegaConf.create(cfg))} has no 'name'")
+    return get_registry().resolve("processors", str(cfg["name"])).from_config(OmegaConf.create(cfg))
+
+
+def load_preprocess(preprocess: DictConfig | dict | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``({"train": vis, "eval": vis}, {"train": text, "eval": text})`` from a ``preprocess`` block."""
+    preprocess = OmegaConf.create(dict(preprocess or {}))
+    vis = {stage: processor_from_config(OmegaConf.select(preprocess, f"vis_processor.{stage}")) for stage in ("train", "eval")}
+    text = {stage: processor_from_config(OmegaConf.select(preprocess, f"text_processor.{stage}")) for stage in ("train", "eval")}
+    return vis, text
+
+
+def load_model_and_preprocess(
+    name: str, model_type: str, is_eval: bool = False, device: str = "cpu", checkpoint: str | None = None
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The model and its train/eval processors, from the model type's ``preprocess`` block."""
+    defaults = load_model_defaults(name, model_type)
+    model = _build_model(defaults.model, checkpoint)
+    if is_eval:
+        model.eval()
+    vis, text = load_preprocess(defaults.get("preprocess"))
+    return model.to(device), vis, text
+
+
+def load_dataset(name: str, cfg_path: str | Path | None = None, vis_path: str | Path | None = None,
+                 cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """All splits of dataset ``name`` built from its default config (or ``cfg_path``);
+    ``vis_path`` overrides where its images/videos/features are."""
+    if cfg_path is not None:
+        cfg = OmegaConf.select(read_yaml(cfg_path), f"datasets.{name}")
+        if cfg is None:
+            raise ConfigError(f"{cfg_path}: no datasets.{name} block")
+    else:
+        cfg = load_dataset_defaults(name)
+    if vis_path is not None:
+        data_type = cfg.get("data_type", "images")
+        OmegaConf.update(cfg, f"build_info.{data_type}.storage", str(vis_path), force_add=True)
+    builder = get_registry().resolve("datasets", name)(cfg, cache_dir=cache_dir)
+    return builder.build_datasets()
+
+
+def _build_model(model_cfg: DictConfig, checkpoint: str | None) -> Any:
+    model = get_registry().resolve("models", str(model_cfg.arch)).from_config(model_cfg)
+    if checkpoint is not None:
+        model.load_checkpoint(checkpoint)
+    return model
+
+
+class _Zoo:
+    """Printable table of registered names (LAVIS' ``model_zoo`` / ``dataset_zoo``)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def rows(self) -> list[tuple[str, str]]:
+        registry = get_registry()
+        if self.kind == "models":
+            return [(n, ", ".join(registry.model_types(n))) for n in registry.names("models")]
+        return [(e.name, str(e.meta.get("data_type", ""))) for e in registry.entries("datasets")]
+
+    def __str__(self) -> str:
+        header = ("Architectures", "Types") if self.kind == "models" else ("Dataset builders", "Data type")
+        rows = [header, *self.rows()]
+        width = max(len(r[0]) for r in rows) + 2
+        line = "=" * (width + max(len(r[1]) for r in rows))
+        body = [f"{a:<{width}}{b}" for a, b in rows]
+        return "\n".join([line, body[0], line, *body[1:]])
+
+    __repr__ = __str__
+
+    def __iter__(self):
+        return iter(self.rows())
+
+
+model_zoo = _Zoo("models")
+dataset_zoo = _Zoo("datasets")

@@ -1,0 +1,91 @@
+"""BaseDataset: annotations + processors -> samples, and the collater that batches them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+from torch.utils.data.dataloader import default_collate
+
+from mm_core.errors import DataError
+
+
+class BaseDataset(Dataset):
+    """A split of a dataset: a list of annotation records, processors, and a root for media.
+
+    ``annotation`` is read from JSON files (a list of records, or a dict whose
+    ``"annotations"`` value is that list). Subclasses implement ``__getitem__``; samples that
+    cannot be used may be returned as ``None`` and are dropped by :meth:`collater`.
+    """
+
+    def __init__(
+        self,
+        vis_processor: Callable | None = None,
+        text_processor: Callable | None = None,
+        vis_root: str | Path | None = None,
+        ann_paths: Sequence[str | Path] = (),
+    ) -> None:
+        self.vis_root = Path(vis_root) if vis_root is not None else None
+        self.annotation: list[Any] = []
+        for path in ann_paths:
+            self.annotation.extend(load_annotation_file(path))
+        self.vis_processor = vis_processor
+        self.text_processor = text_processor
+        self._add_instance_ids()
+
+    def __len__(self) -> int:
+        return len(self.annotation)
+
+    def collater(self, samples: list[Any]) -> Any:
+        """Batch samples with torch's default collate, dropping ``None`` samples."""
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            return {}
+        return default_collate(samples)
+
+    def set_processors(self, vis_processor: Callable | None, text_processor: Callable | None) -> None:
+        self.vis_processor = vis_processor
+        self.text_processor = text_processor
+
+    def _add_instance_ids(self, key: str = "instance_id") -> None:
+        for idx, ann in enumerate(self.annotation):
+            if isinstance(ann, dict):
+                ann.setdefault(key, str(idx))
+
+    def media_path(self, relative: str, index: int | None = None) -> Path:
+        """``vis_root / relative``, refusing paths that escape ``vis_root``."""
+        if self.vis_root is None:
+            raise DataError("this dataset has no media root (build_info.<data_type>.storage)")
+        return resolve_inside(self.vis_root, relative, what=f"annotation {index}" if index is not None else "path")
+
+
+def load_annotation_file(path: str | Path) -> list[Any]:
+    """Records of a JSON annotation file, with errors naming the file."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise DataError(f"annotation file not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+        data = data["annotations"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of records, found {type(data).__name__}")
+    return data
+
+
+def resolve_inside(root: str | Path, relative: str, what: str = "path") -> Path:
+    """``root / relative`` resolved, or a :class:`DataError` if it leaves ``root``."""
+    root = Path(root).resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise DataError(
+            f"{what}: '{relative}' resolves to {candidate}, outside the data root {root}",
+            hint="paths in annotation files must stay inside their images/features root",
+        )
+    return candidate

@@ -1,0 +1,130 @@
+"""BaseLLM: the contract of a language-model backend that multimodal models compose.
+
+A model such as BLIP-2 -> LLM asks the registry's ``llms`` kind for a backend by name
+(``model.llm.name``) and talks to it only through this interface, so any LLM plugin composes
+with any vision plugin without importing it. ``docs/llm_backend.md`` documents the contract
+for third parties.
+
+Conversations are lists of ``{"from": "user" | "assistant", "value": str}``; the literal
+:data:`IMAGE_MARK` in a user turn marks where an image's embeddings go. The backend expands
+each mark to ``num_image_tokens`` copies of its ``image_token_id``; the composing model then
+overwrites the embeddings at those positions, in order, with its image embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+#: Where an image goes in a conversation turn (MiniGPT-4's mark).
+IMAGE_MARK = "<ImageHere>"
+
+#: Label of positions that are not supervised (PyTorch's cross-entropy ``ignore_index``).
+IGNORE_INDEX = -100
+
+Conversation = Sequence[dict[str, str]]
+
+
+class BaseLLM(nn.Module):
+    """A causal language model with its tokenizer and conversation format.
+
+    Attributes every backend sets in ``__init__``:
+
+    * ``tokenizer`` — a Hugging Face tokenizer (``decode``, ``pad_token_id``, ...);
+    * ``hidden_size`` — width of the input embeddings (the composing model projects to it);
+    * ``image_token`` / ``image_token_id`` — the special placeholder token images replace.
+
+    Only trainable parameters end up in mm checkpoints, so a frozen backend is rebuilt from
+    its own source (``from_config``) when a checkpoint is loaded.
+    """
+
+    tokenizer: Any
+    hidden_size: int
+    image_token: str
+    image_token_id: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> BaseLLM:
+        """Build the backend from the ``model.llm`` block (``name`` plus backend options)."""
+        raise NotImplementedError
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of ``input_ids`` (B, T) -> (B, T, hidden_size)."""
+        raise NotImplementedError
+
+    def encode_conversation(
+        self, conversation: Conversation, num_image_tokens: int, max_len: int | None = None
+    ) -> dict[str, list[int]]:
+        """Token ids and labels of one training conversation: ``{"input_ids", "labels"}``.
+
+        The backend applies its chat template (system prompt, role headers). Assistant content
+        (and the token that ends an assistant turn) is supervised; everything else is labelled
+        :data:`IGNORE_INDEX`. Every :data:`IMAGE_MARK` becomes ``num_image_tokens`` copies of
+        ``image_token_id``, and a literal ``image_token`` typed by a user is removed. Truncation
+        to ``max_len`` never splits an image's placeholders (a partial image is dropped whole).
+        """
+        raise NotImplementedError
+
+    def encode_prompt(self, conversation: Conversation, num_image_tokens: int) -> list[int]:
+        """Token ids of a conversation ending with a user turn, followed by the assistant
+        header, ready for generation (same template and image expansion as training)."""
+        raise NotImplementedError
+
+    def collate(
+        self, encoded: Sequence[dict[str, list[int]] | list[int]], padding_side: str = "right"
+    ) -> dict[str, torch.Tensor]:
+        """Pad encoded samples to the longest in the batch (dynamic padding).
+
+        ``encoded`` holds :meth:`encode_conversation` dicts or :meth:`encode_prompt` id lists.
+        Returns ``input_ids`` (padded with ``tokenizer.pad_token_id``), ``attention_mask`` and,
+        when the samples have labels, ``labels`` (padded with :data:`IGNORE_INDEX`). Training
+        batches are right-padded; generation batches are left-padded (``padding_side="left"``).
+        """
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        items = [e if isinstance(e, dict) else {"input_ids": list(e)} for e in encoded]
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            raise ValueError(f"{type(self).__name__}: the tokenizer has no pad_token_id")
+        longest = max(len(e["input_ids"]) for e in items)
+        with_labels = all("labels" in e for e in items)
+
+        def pad(values: list[int], fill: int) -> list[int]:
+            filler = [fill] * (longest - len(values))
+            return filler + list(values) if padding_side == "left" else list(values) + filler
+
+        batch = {
+            "input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in items], dtype=torch.long),
+            "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in items], dtype=torch.long),
+        }
+        if with_labels:
+            batch["labels"] = torch.tensor([pad(e["labels"], IGNORE_INDEX) for e in items], dtype=torch.long)
+        return batch
+
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> Any:
+        """The language model on embeddings; returns an object with ``loss`` (mean over the
+        supervised tokens, ``None`` without labels) and ``logits``."""
+        raise NotImplementedError
+
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        on_text: Callable[[str], None] | None = None,
+        **generation: Any,
+    ) -> list[str]:
+        """Generate continuations of (left-padded) embeddings and return the decoded new texts
+        (the prompt excluded, special tokens skipped, surrounding whitespace stripped).
+
+        ``generation`` takes Hugging Face names (``max_new_tokens``, ``num_beams``,
+        ``min_length``, ``top_p``, ``temperature``, ``repetition_penalty``, ``do_sample``);
+        generation stops at the backend's end-of-turn token. ``on_text`` receives text pieces
+        as they are generated (batch size 1, for streaming).
+        """
+        raise NotImplementedError

@@ -1,0 +1,100 @@
+"""BaseTask: how a model is trained and evaluated on datasets (LAVIS semantics)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from mm_core.base.dataset import BaseDataset
+from mm_core.base.model import BaseModel
+
+
+class BaseTask:
+    """Builds the model and datasets, takes a training step and scores evaluation results.
+
+    The engine calls :meth:`train_step` for every batch, :meth:`valid_step` for every
+    evaluation batch (on every rank), gathers the results to rank 0, and calls
+    :meth:`after_evaluation` there. The default evaluation reports the mean loss, with
+    ``agg_metrics = -loss`` so that "higher is better" holds for best-checkpoint selection.
+    """
+
+    def __init__(self, cfg: DictConfig | None = None) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def setup_task(cls, cfg: DictConfig | None = None, **kwargs: Any) -> BaseTask:
+        """Create the task from the merged config."""
+        return cls(cfg)
+
+    def build_model(self, cfg: DictConfig) -> BaseModel:
+        """``registry.models[cfg.model.arch].from_config(cfg.model)``."""
+        from mm_core.registry import get_registry
+
+        model_cls = get_registry().resolve("models", cfg.model.arch)
+        return model_cls.from_config(cfg.model)
+
+    def build_datasets(self, cfg: DictConfig) -> dict[str, dict[str, BaseDataset]]:
+        """``{dataset name: {split: dataset}}`` from every builder named under ``datasets``."""
+        from mm_core.download import cache_root
+        from mm_core.registry import get_registry
+
+        registry = get_registry()
+        root = cache_root(cfg.get("env", {}).get("cache_root") if cfg.get("env") else None)
+        datasets = {}
+        for name, dataset_cfg in (cfg.get("datasets") or {}).items():
+            builder = registry.resolve("datasets", name)(dataset_cfg, cache_dir=root)
+            datasets[name] = builder.build_datasets()
+        return datasets
+
+    def train_step(self, model: torch.nn.Module, samples: Any) -> dict[str, torch.Tensor]:
+        """One forward pass; returns the model's output dict with ``loss``."""
+        output = model(samples)
+        if not isinstance(output, dict) or "loss" not in output:
+            raise TypeError(f"{type(model).__name__}.forward must return a dict with a 'loss' tensor")
+        return output
+
+    def valid_step(self, model: torch.nn.Module, samples: Any) -> list[dict[str, Any]]:
+        """Results of one evaluation batch: by default its loss and size."""
+        output = model(samples)
+        return [{"loss": float(output["loss"].detach()), "n": _batch_size(samples)}]
+
+    def before_evaluation(self, model: BaseModel, dataset: BaseDataset, **kwargs: Any) -> None:
+        unwrapped = getattr(model, "module", model)
+        if hasattr(unwrapped, "before_evaluation"):
+            unwrapped.before_evaluation(dataset=dataset, task_type=type(self))
+
+    def after_evaluation(
+        self, results: list[dict[str, Any]], split: str, epoch: int | str, output_dir: Path | None = None
+    ) -> dict[str, float]:
+        """Metrics of a split from all ranks' results (rank 0 only). Must include ``agg_metrics``."""
+        total = sum(r.get("n", 1) for r in results) or 1
+        loss = sum(r["loss"] * r.get("n", 1) for r in results) / total
+        return {"loss": loss, "agg_metrics": -loss}
+
+    def save_results(self, results: list[Any], output_dir: Path, split: str, epoch: int | str) -> Path:
+        """Write results as ``result/<split>_epoch<epoch>.json`` under ``output_dir``."""
+        folder = Path(output_dir) / "result"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{split}_epoch{epoch}.json"
+        path.write_text(json.dumps(results, indent=1, default=_jsonable), encoding="utf-8")
+        return path
+
+
+def _batch_size(samples: Any) -> int:
+    if isinstance(samples, dict):
+        for value in samples.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return int(value.shape[0])
+            if isinstance(value, (list, tuple)):
+                return len(value)
+    return 1
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)

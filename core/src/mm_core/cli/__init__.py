@@ -1,0 +1,1 @@
+"""The ``mmrun`` command line (see :mod:`mm_core.cli.main`)."""

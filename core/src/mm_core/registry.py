@@ -1,0 +1,272 @@
+"""The registry: kind -> name -> where it comes from, built from the registration hooks.
+
+Names are known without importing anything heavy; :meth:`Registry.resolve` imports a target
+only when a config asks for it, and checks that it is a subclass of the kind's base class.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Any
+
+from mm_core.errors import (
+    DuplicateNameError,
+    PluginError,
+    RegistryError,
+    UnknownNameError,
+    close_matches,
+)
+from mm_core.hookspecs import REGISTRATION_HOOKS
+from mm_core.plugins import PluginHost, PluginInfo, get_plugin_host
+
+KINDS: tuple[str, ...] = tuple(REGISTRATION_HOOKS)
+
+#: Base class each kind's targets must derive from (lazy, so listing imports no torch).
+KIND_BASES: dict[str, str] = {
+    "models": "mm_core.base.model:BaseModel",
+    "processors": "mm_core.base.processor:BaseProcessor",
+    "datasets": "mm_core.base.builder:BaseDatasetBuilder",
+    "tasks": "mm_core.base.task:BaseTask",
+    "runners": "mm_core.engine.runner:Runner",
+    "lr_schedulers": "mm_core.engine.schedulers:LRScheduler",
+    "llms": "mm_core.base.llm:BaseLLM",
+}
+
+SINGULAR = {
+    "models": "model",
+    "processors": "processor",
+    "datasets": "dataset builder",
+    "tasks": "task",
+    "runners": "runner",
+    "lr_schedulers": "lr scheduler",
+    "llms": "LLM backend",
+    "commands": "command",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name: its lazy target and the plugin that provides it."""
+
+    kind: str
+    name: str
+    target: str
+    plugin: PluginInfo
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def package(self) -> str:
+        """Top-level package of the target (where its package data lives)."""
+        return self.target.split(":")[0].split(".")[0]
+
+    @property
+    def description(self) -> str:
+        return str(self.meta.get("description", ""))
+
+
+def import_target(target: str) -> Any:
+    """Import ``"package.module:Attr"`` (``Attr`` may be dotted) and return the attribute."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise RegistryError(f"invalid target {target!r}", hint="targets look like 'package.module:Attr'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def resource(spec: str) -> Traversable:
+    """Package data named ``"package:relative/path"``."""
+    package, _, path = spec.partition(":")
+    return resources.files(package).joinpath(path)
+
+
+class Registry:
+    """kind -> name -> :class:`Entry`, built from every loaded plugin's registration hooks."""
+
+    def __init__(self, host: PluginHost):
+        self.host = host
+        self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self._conflicts: dict[tuple[str, str], list[Entry]] = {}
+        for kind, hook_name in REGISTRATION_HOOKS.items():
+            self._collect(kind, hook_name)
+
+    def _collect(self, kind: str, hook_name: str) -> None:
+        caller = getattr(self.host.pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):  # registration order
+            info = self.host.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name)
+            try:
+                provided = impl.function() or {}
+            except Exception as exc:
+                info.status, info.error = "failed", f"{hook_name}() raised {type(exc).__name__}: {exc}"
+                continue
+            for name, value in provided.items():
+                entry = _make_entry(kind, name, value, info)
+                previous = self._entries[kind].get(name)
+                if previous is not None and previous.plugin.name != info.name:
+                    self._conflicts.setdefault((kind, name), [previous]).append(entry)
+                    continue
+                self._entries[kind][name] = entry
+
+    # -- lookup ------------------------------------------------------------------------
+    def names(self, kind: str, pattern: str = "*") -> list[str]:
+        """Registered names of ``kind`` matching an fnmatch ``pattern``, sorted."""
+        self._check_kind(kind)
+        return sorted(n for n in self._entries[kind] if fnmatch.fnmatchcase(n, pattern))
+
+    def entries(self, kind: str, pattern: str = "*") -> list[Entry]:
+        return [self._entries[kind][n] for n in self.names(kind, pattern)]
+
+    def conflicts(self) -> dict[tuple[str, str], list[Entry]]:
+        """Names claimed by more than one plugin, with every claimant."""
+        return dict(self._conflicts)
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry for ``name``; raises a helpful error when it is unknown or claimed twice."""
+        self._check_kind(kind)
+        if (kind, name) in self._conflicts:
+            claimants = self._conflicts[(kind, name)]
+            who = " and ".join(f"'{e.plugin.label}' ({e.target})" for e in claimants)
+            raise DuplicateNameError(
+                f"{SINGULAR[kind]} name '{name}' is registered by more than one plugin: {who}",
+                hint="uninstall one of them, or limit loading with MM_PLUGINS=<names>",
+            )
+        if name not in self._entries[kind]:
+            raise self._unknown(kind, name)
+        return self._entries[kind][name]
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        kind, name = key
+        return name in self._entries.get(kind, {})
+
+    def resolve(self, kind: str, name: str) -> Any:
+        """Import and return the class (or function) registered as ``name``."""
+        entry = self.get(kind, name)
+        try:
+            obj = import_target(entry.target)
+        except Exception as exc:
+            if isinstance(exc, RegistryError):
+                raise
+            raise PluginError(
+                f"{SINGULAR[kind]} '{name}' from plugin '{entry.plugin.label}' could not be "
+                f"imported from '{entry.target}': {type(exc).__name__}: {exc}",
+                hint="check that the plugin's dependencies are installed",
+            ) from exc
+        _check_base(kind, name, entry, obj)
+        return obj
+
+    # -- package data ------------------------------------------------------------------
+    def model_types(self, arch: str) -> dict[str, Traversable]:
+        """``model_type`` -> default YAML for a model architecture."""
+        entry = self.get("models", arch)
+        explicit = entry.meta.get("model_types")
+        if explicit:
+            return {t: resource(p) for t, p in explicit.items()}
+        return _yaml_files(resources.files(entry.package) / "configs" / "models" / arch)
+
+    def default_model_type(self, arch: str) -> str | None:
+        entry = self.get("models", arch)
+        if "default_model_type" in entry.meta:
+            return str(entry.meta["default_model_type"])
+        types = self.model_types(arch)
+        return next(iter(types)) if len(types) == 1 else None
+
+    def dataset_types(self, name: str) -> dict[str, Traversable]:
+        """Builder type -> default YAML for a dataset builder (``default`` is the usual one)."""
+        entry = self.get("datasets", name)
+        explicit = entry.meta.get("configs")
+        if explicit:
+            return {t: resource(p) for t, p in explicit.items()}
+        return _yaml_files(resources.files(entry.package) / "configs" / "datasets" / name)
+
+    def card(self, kind: str, name: str) -> str | None:
+        """The model or dataset card (markdown) shipped with the plugin, if any."""
+        entry = self.get(kind, name)
+        if "card" in entry.meta:
+            return resource(entry.meta["card"]).read_text(encoding="utf-8")
+        folder = {"models": "models", "datasets": "datasets"}.get(kind)
+        if folder is None:
+            return None
+        path = resources.files(entry.package) / "configs" / folder / name / "card.md"
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def run_keys(self, kind: str, name: str) -> dict[str, str]:
+        """Extra ``run.*`` keys a task or runner declares (key -> type name)."""
+        return dict(self.get(kind, name).meta.get("run_keys", {}) or {})
+
+    # -- errors ------------------------------------------------------------------------
+    def _check_kind(self, kind: str) -> None:
+        if kind not in self._entries:
+            matches = close_matches(kind, KINDS)
+            hint = f"did you mean {matches[0]!r}?" if matches else "kinds: " + ", ".join(KINDS)
+            raise UnknownNameError(f"unknown kind '{kind}'", hint=hint)
+
+    def _unknown(self, kind: str, name: str) -> UnknownNameError:
+        what = SINGULAR[kind]
+        matches = close_matches(name, self._entries[kind])
+        providers = sorted({e.plugin.label for e in self._entries[kind].values()})
+        failed = self.host.failed()
+        parts = [f"unknown {what} '{name}'"]
+        if matches:
+            parts.append("did you mean " + " or ".join(repr(m) for m in matches) + "?")
+        if failed:
+            parts.append(
+                "these plugins failed to load and may provide it: "
+                + "; ".join(f"'{p.label}': {p.error}" for p in failed)
+            )
+        hint = (
+            f"installed {kind}: {', '.join(self.names(kind)) or '(none)'}"
+            f" — provided by {', '.join(providers) or 'no plugin'}; `mmrun list {kind}` shows them"
+        )
+        return UnknownNameError("; ".join(parts), hint=hint)
+
+
+def _make_entry(kind: str, name: str, value: Any, info: PluginInfo) -> Entry:
+    if isinstance(value, str):
+        return Entry(kind, name, value, info, {})
+    if isinstance(value, Mapping) and "target" in value:
+        meta = {k: v for k, v in value.items() if k != "target"}
+        return Entry(kind, name, str(value["target"]), info, meta)
+    raise PluginError(
+        f"plugin '{info.label}' registers {SINGULAR[kind]} '{name}' with {value!r}",
+        hint="a registration value is 'package.module:Attr' or a dict with a 'target' key",
+    )
+
+
+def _yaml_files(folder: Traversable) -> dict[str, Traversable]:
+    if not folder.is_dir():
+        return {}
+    found = {p.name.rsplit(".", 1)[0]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
+    return dict(sorted(found.items()))
+
+
+def _check_base(kind: str, name: str, entry: Entry, obj: Any) -> None:
+    base_target = KIND_BASES.get(kind)
+    if base_target is None:
+        return
+    base = import_target(base_target)
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise PluginError(
+            f"{SINGULAR[kind]} '{name}' from plugin '{entry.plugin.label}' points at "
+            f"{entry.target}, which is not a subclass of {base.__module__}.{base.__qualname__}",
+            hint=f"derive the class from {base.__qualname__}",
+        )
+
+
+_registry: Registry | None = None
+_registry_generation = -1
+
+
+def get_registry() -> Registry:
+    """The registry of the process-wide plugin host (rebuilt when plugins change)."""
+    global _registry, _registry_generation
+    host = get_plugin_host()
+    if _registry is None or _registry.host is not host or _registry_generation != host.generation:
+        _registry = Registry(host)
+        _registry_generation = host.generation
+    return _registry

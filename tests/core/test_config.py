@@ -1,0 +1,149 @@
+"""Config merging (defaults < dataset defaults < file < --options) and validation errors."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import mm_env, run_mmrun
+from mm_core.config.loader import load_config
+from mm_core.errors import ConfigError
+
+RUN = """
+model:
+  arch: toy_regressor
+  model_type: wide
+  freeze_encoder: true
+datasets:
+  toy_regression:
+    text_processor:
+      train: {name: toy_scale, scale: 2.0}
+run:
+  task: base
+  lr_sched: constant_lr
+  init_lr: 0.01
+  max_epoch: 2
+  output_dir: ${env:MM_TEST_OUT,fallback_out}
+"""
+
+
+@pytest.fixture
+def run_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(RUN)
+    return path
+
+
+def test_merge_order_defaults_then_dataset_defaults_then_file_then_options(toy_plugin, run_yaml):
+    loaded = load_config(run_yaml, ["run.max_epoch=5", "datasets.toy_regression.text_processor.eval.scale=3"])
+    cfg = loaded.config
+    assert cfg.model.hidden == 32  # from the `wide` defaults
+    assert cfg.model.in_dim == 4
+    assert cfg.model.freeze_encoder is True  # file beats defaults
+    assert cfg.datasets.toy_regression.data_type == "features"  # builder defaults
+    assert cfg.datasets.toy_regression.text_processor.train.scale == 2.0  # file
+    assert cfg.datasets.toy_regression.text_processor.eval == {"name": "toy_scale", "scale": 3}  # options
+    assert cfg.run.max_epoch == 5  # options beat the file
+    assert loaded.sources["model"][0].endswith("toy_regressor/wide.yaml")
+    assert loaded.sources["run"] == [str(run_yaml), "--options"]
+
+
+def test_model_type_on_the_command_line_selects_that_types_defaults(toy_plugin, run_yaml):
+    cfg = load_config(run_yaml, ["model.model_type=tiny"]).config
+    assert cfg.model.model_type == "tiny"
+    assert cfg.model.hidden == 8
+    assert cfg.model.freeze_encoder is True  # the user's own keys still win
+
+
+def test_env_interpolation(toy_plugin, run_yaml, monkeypatch):
+    monkeypatch.setenv("MM_TEST_OUT", "/somewhere/out")
+    cfg = load_config(run_yaml).config
+    assert cfg.run.output_dir == "/somewhere/out"
+    monkeypatch.delenv("MM_TEST_OUT")
+    assert load_config(run_yaml).config.run.output_dir == "fallback_out"
+
+
+def test_config_loaded_hook_sees_the_merged_config(toy_plugin, run_yaml):
+    from mm_core.hookspecs import hookimpl
+    from mm_core.plugins import plugin_registered
+
+    seen = []
+
+    class Watcher:
+        @hookimpl
+        def config_loaded(self, config):
+            seen.append(OmegaConf.to_container(config.model))
+
+    with plugin_registered(Watcher(), name="watcher"):
+        load_config(run_yaml)
+    assert seen and seen[0]["hidden"] == 32
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["run.max_epoc=3"], "--options: unknown key 'run.max_epoch'"),
+        (["run.max_epoch=abc"], "--options: run.max_epoch must be an integer, got str 'abc'"),
+        (["model.hidden=wide"], "--options: model.hidden must be a number or null"),
+        (["model.model_type=huge"], "model 'toy_regressor' has no model_type 'huge'"),
+        (["datsets.x=1"], "--options: unknown top-level key 'datsets' (did you mean 'datasets'?)"),
+    ],
+)
+def test_bad_values_name_the_source_and_key(toy_plugin, run_yaml, options, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(run_yaml, options)
+    assert message.replace("max_epoch'", "max_epoc'") in str(err.value) or message in str(err.value)
+
+
+def test_unknown_run_key_in_the_file_names_the_file_and_suggests(toy_plugin, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(RUN.replace("max_epoch: 2", "max_epohc: 2"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "unknown key 'run.max_epohc' (did you mean 'max_epoch'?)" in str(err.value)
+
+
+def test_missing_task_and_missing_arch_are_errors(toy_plugin, tmp_path):
+    path = tmp_path / "notask.yaml"
+    path.write_text("run:\n  max_epoch: 1\n")
+    with pytest.raises(ConfigError, match="run.task is required"):
+        load_config(path)
+    path.write_text("model:\n  model_type: tiny\nrun:\n  task: base\n")
+    with pytest.raises(ConfigError, match="model.arch is required"):
+        load_config(path)
+
+
+def test_cli_exit_code_2_for_bad_yaml_with_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("run:\n  task: base\n   bad_indent: 1\n")
+    result = run_mmrun(["--config", str(path)], mm_env(toy=True))
+    assert result.returncode == 2
+    assert str(path) in result.stderr and "line 3" in result.stderr
+    assert "Traceback" not in result.stderr
+    debug = run_mmrun(["--config", str(path), "--debug"], mm_env(toy=True))
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_cli_exit_code_2_for_wrong_type_and_unknown_run_key(run_yaml):
+    for option, fragment in (("run.init_lr=fast", "run.init_lr must be a number"),
+                             ("run.warmup_step=3", "unknown key 'run.warmup_step'")):
+        result = run_mmrun(["config", "--config", str(run_yaml), "--options", option], mm_env(toy=True))
+        assert result.returncode == 2, result.stdout
+        assert fragment in result.stderr
+
+
+def test_mmrun_config_prints_merged_config_and_sources(run_yaml):
+    result = run_mmrun(["config", "--config", str(run_yaml), "--options", "model.model_type=tiny"], mm_env(toy=True))
+    assert result.returncode == 0, result.stderr
+    assert "#   model: " in result.stdout and "toy_regressor/tiny.yaml < " + str(run_yaml) in result.stdout
+    body = OmegaConf.create("\n".join(l for l in result.stdout.splitlines() if not l.startswith("#")))
+    assert body.model.hidden == 8 and body.run.task == "base"
+
+
+def test_dry_run_resolves_everything_and_builds_nothing(run_yaml, tmp_path):
+    result = run_mmrun(["--config", str(run_yaml), "--dry-run"], mm_env(toy=True, MM_CACHE_ROOT=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "model: toy_regressor / wide" in result.stdout
+    assert "toy/train.json [MISSING]" in result.stdout
+    assert "dry run: nothing was built" in result.stdout
