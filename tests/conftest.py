@@ -64,9 +64,8 @@ def write_toy_data(root: Path, n_train: int = 64, n_val: int = 16, dim: int = 4,
 def toy_plugin():
     """The toy plugin registered in-process for one test."""
     sys.path.insert(0, str(TOY_SRC))
-    from mm_core.plugins import plugin_registered
-
     import mm_toy.hooks
+    from mm_core.plugins import plugin_registered
 
     with plugin_registered(mm_toy.hooks, name="mm_toy.hooks") as info:
         yield info

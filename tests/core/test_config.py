@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import mm_env, run_mmrun
 from mm_core.config.loader import load_config
 from mm_core.errors import ConfigError
+from omegaconf import OmegaConf
 
 RUN = """
 model:
@@ -137,7 +136,7 @@ def test_mmrun_config_prints_merged_config_and_sources(run_yaml):
     result = run_mmrun(["config", "--config", str(run_yaml), "--options", "model.model_type=tiny"], mm_env(toy=True))
     assert result.returncode == 0, result.stderr
     assert "#   model: " in result.stdout and "toy_regressor/tiny.yaml < " + str(run_yaml) in result.stdout
-    body = OmegaConf.create("\n".join(l for l in result.stdout.splitlines() if not l.startswith("#")))
+    body = OmegaConf.create("\n".join(line for line in result.stdout.splitlines() if not line.startswith("#")))
     assert body.model.hidden == 8 and body.run.task == "base"
 
 

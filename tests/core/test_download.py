@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from mm_core.base.builder import BaseDatasetBuilder
 from mm_core.download import cache_root, ensure_file
 from mm_core.errors import DataError

@@ -6,7 +6,6 @@ import inspect
 from pathlib import Path
 
 import pytest
-
 from conftest import mm_env, run_mmrun
 from mm_core import hookspecs
 from mm_core.hookspecs import hookimpl

@@ -64,20 +64,18 @@ def read_yaml(path: str | Path | Traversable, what: str = "config") -> DictConfi
     except FileNotFoundError as exc:
         raise ConfigError(f"{what} file not found: {name}") from exc
     try:
-        data = yaml.safe_load(text)
+        # OmegaConf's YAML loader reads `1e-4` as a float (PyYAML alone reads a string), as LAVIS configs expect
+        cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{name}{where}: invalid YAML: {problem}", hint="check indentation and quoting") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name}: a config file must be a mapping at the top level, found {type(data).__name__}")
-    try:
-        return OmegaConf.create(data)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{name}: {exc}") from exc
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{name}: a config file must be a mapping at the top level, found a list")
+    return cfg
 
 
 def parse_options(options: list[str] | tuple[str, ...]) -> DictConfig:

@@ -101,6 +101,8 @@ def type_matches(value: Any, type_spec: str) -> bool:
             raise ValueError(f"unknown type name {name!r} in run key schema")
         if isinstance(value, bool) and name in ("int", "float"):
             continue  # True is an int to Python, not to a config author
+        if name == "int" and isinstance(value, float) and value.is_integer():
+            return True  # `max_iters: 2e4` in LAVIS configs
         if isinstance(value, accepted):
             return True
     return False
