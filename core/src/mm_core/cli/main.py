@@ -25,6 +25,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("mm_core.cli.listing:plugins_main", "show installed plugins and their status"),
     "info": ("mm_core.cli.listing:info_main", "show the card of a model or dataset"),
     "config": ("mm_core.cli.run:config_main", "print the merged config and where each block came from"),
+    "new-plugin": ("mm_core.cli.new_plugin:main", "scaffold a pip-installable third-party plugin"),
 }
 
 

@@ -127,13 +127,21 @@ def load_dataset_defaults(name: str, type: str = "default") -> DictConfig:
 
 
 # -- the merge --------------------------------------------------------------------------------
-def load_config(path: str | Path | None, options: list[str] | tuple[str, ...] = ()) -> LoadedConfig:
-    """Merge plugin defaults, the user's file and ``--options``; validate; fire ``config_loaded``."""
+def load_config(
+    path: str | Path | DictConfig | dict | None, options: list[str] | tuple[str, ...] = ()
+) -> LoadedConfig:
+    """Merge plugin defaults, the user's config and ``--options``; validate; fire ``config_loaded``.
+
+    ``path`` is a YAML file, or a mapping built in code (then reported as ``<in-memory config>``).
+    """
     from mm_core.registry import get_registry
 
     registry = get_registry()
-    user = read_yaml(path) if path is not None else OmegaConf.create({})
-    user_name = str(path) if path is not None else "<no file>"
+    if isinstance(path, (dict, DictConfig)):
+        user, user_name = OmegaConf.create(path), "<in-memory config>"
+    else:
+        user = read_yaml(path) if path is not None else OmegaConf.create({})
+        user_name = str(path) if path is not None else "<no file>"
     overrides = parse_options(options)
     _check_top_level(user, user_name)
     _check_top_level(overrides, OPTIONS_SOURCE)
