@@ -110,7 +110,7 @@ def _partial_tests(kinds: list[str], values: dict[str, str]) -> str:
     name = values["name"]
     if "model" in kinds:
         body += ["", "def test_model():", "    import torch", "",
-                 f'    batch = {{"features": torch.randn(4, 8), "label": torch.tensor([0, 1, 2, 0])}}',
+                 '    batch = {"features": torch.randn(4, 8), "label": torch.tensor([0, 1, 2, 0])}',
                  f'    mmt.check_model("{name}_classifier", batch)', ""]
     if "processor" in kinds:
         body += ["", "def test_processor():", f'    assert mmt.check_processor("{name}_features", [0.0] * 8).shape == (8,)', ""]
