@@ -56,6 +56,24 @@ def site(tmp_path_factory) -> Path:
         raise ImportError("libfoo.so: cannot open shared object file")
     """, version="0.9.1")
     pip_install_target(broken, target)
+    typo = write_project(work / "typo", "mm-plugin-typo", "mm_typo", """
+        from mm_core.hookspecs import hookimpl
+
+        @hookimpl
+        def register_modles():
+            return {"typo_model": "mm_typo.model:M"}
+    """, version="0.0.2")
+    pip_install_target(typo, target)
+    future = write_project(work / "future", "mm-plugin-future", "mm_future", """
+        from mm_core.hookspecs import hookimpl
+
+        MM_API_VERSION = "2.1"
+
+        @hookimpl
+        def register_models():
+            return {"future_model": "mm_future.model:M"}
+    """, version="3.0.0")
+    pip_install_target(future, target)
     return target
 
 
@@ -82,6 +100,18 @@ def test_broken_plugin_is_reported_and_others_keep_working(site):
     listed = run_mmrun(["list", "models"], env)
     assert "toy_regressor" in listed.stdout
     assert "plugin 'mm-plugin-broken 0.9.1' failed to load" in listed.stdout
+
+
+def test_installed_plugins_with_a_typo_or_another_api_are_reported(site):
+    plugins = run_mmrun(["plugins", "-v"], mm_env([site]))
+    assert plugins.returncode == 0
+    assert "mm-plugin-typo 0.0.2  [failed]" in plugins.stdout
+    assert "register_modles" in plugins.stdout and "did you mean 'register_models'" in plugins.stdout
+    assert "mm-plugin-future 3.0.0  [incompatible]" in plugins.stdout
+    assert "mm hook API 2.1, this mm-core provides 1.0" in plugins.stdout
+    listed = run_mmrun(["list", "models"], mm_env([site]))
+    assert "typo_model" not in listed.stdout and "future_model" not in listed.stdout
+    assert "toy_regressor" in listed.stdout
 
 
 def test_a_name_from_a_broken_plugin_fails_with_that_plugins_error(site, tmp_path):
