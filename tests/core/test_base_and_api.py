@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from mm_core.api import load_dataset, load_model, load_processor, model_zoo
 from mm_core.base.dataset import resolve_inside
 from mm_core.errors import CheckpointError, DataError
-from safetensors.torch import save_file
 
 
 def test_load_model_builds_the_model_type(toy_plugin):

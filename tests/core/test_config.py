@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from conftest import mm_env, run_mmrun
+from omegaconf import OmegaConf
+
 from mm_core.config.loader import load_config
 from mm_core.errors import ConfigError
-from omegaconf import OmegaConf
 
 RUN = """
 model:

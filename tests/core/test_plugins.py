@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TOY_PROJECT, mm_env, run_mmrun
+
 from mm_core.plugins import PluginHost, plugin_registered
 
 pytestmark = pytest.mark.timeout(300)

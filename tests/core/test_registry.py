@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mm_core.errors import DuplicateNameError, PluginError, UnknownNameError
 from mm_core.hookspecs import hookimpl
 from mm_core.plugins import plugin_registered

@@ -26,6 +26,8 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("mm_core.cli.listing:info_main", "show the card of a model or dataset"),
     "config": ("mm_core.cli.run:config_main", "print the merged config and where each block came from"),
     "new-plugin": ("mm_core.cli.new_plugin:main", "scaffold a pip-installable third-party plugin"),
+    "serve": ("mm_core.serve.cli:main", "serve a chat model: OpenAI-compatible API and a web chat page"),
+    "report": ("mm_core.report.cli:main", "plots and a self-contained HTML page of one or more run directories"),
 }
 
 

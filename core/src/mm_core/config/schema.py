@@ -44,10 +44,11 @@ RUN_KEYS: dict[str, str] = {
     "num_workers": "int",
     "group_by_length": "bool",
     "use_dist_eval_sampler": "bool",
+    "train_dataset_ratios": "dict|null",
     # precision
     "amp": "bool",
     "autocast_dtype": "str",
-    "loss_scale": "float|str|null",
+    "loss_scale": "bool|float|str|null",
     "num_threads": "int|null",
     # distributed
     "device": "str",
@@ -58,20 +59,26 @@ RUN_KEYS: dict[str, str] = {
     "dist_timeout": "int|float",
     "gpu": "int",
     "rank": "int",
+    # MiniGPT4-Qwen's FSDP switches (read, not used: mm trains with DDP or the DeepSpeed runner)
+    "fsdp": "bool",
+    "cpu_offload": "bool|null",
+    "min_num_params": "int|float|null",
     # checkpoints and evaluation
     "resume_ckpt_path": "str|null",
     "ckpt_freq": "int",
-    "ckpt_iters": "int",
+    "ckpt_iters": "int|null",
     "keep_last": "int",
     "val_freq": "int",
+    "eval_freq": "int",
     "best_metric": "str",
     "best_split": "str|null",
+    "best_mode": "str",
     "save_results": "bool",
     # logging
     "log_freq": "int",
     "tensorboard": "bool",
     "report_metric": "bool",
-    "progress_bar": "bool",
+    "progress_bar": "bool|null",
 }
 
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "preprocess", "env")
