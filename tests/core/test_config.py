@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import mm_env, run_mmrun
+from ..conftest import mm_env, run_mmrun
 from omegaconf import OmegaConf
 
 from mm_core.config.loader import load_config

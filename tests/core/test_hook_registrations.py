@@ -4,7 +4,7 @@ mmrun sub-commands."""
 from __future__ import annotations
 
 import pytest
-from conftest import mm_env, run_mmrun
+from ..conftest import mm_env, run_mmrun
 
 from mm_core.hookspecs import hookimpl
 from mm_core.plugins import plugin_registered

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import mm_env, run_mmrun
-from test_plugins import pip_install_target
+from ..conftest import mm_env, run_mmrun
+from .test_plugins import pip_install_target
 
 pytestmark = pytest.mark.timeout(600)
 

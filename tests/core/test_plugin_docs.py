@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, mm_env, run_mmrun
-from test_plugins import pip_install_target
+from ..conftest import REPO, mm_env, run_mmrun
+from .test_plugins import pip_install_target
 
 DOC = REPO / "docs" / "plugins.md"
 sys.path.insert(0, str(REPO / "docs"))

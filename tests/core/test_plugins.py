@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import TOY_PROJECT, mm_env, run_mmrun
+from ..conftest import TOY_PROJECT, mm_env, run_mmrun
 
 from mm_core.plugins import PluginHost, plugin_registered
 

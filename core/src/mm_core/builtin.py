@@ -13,6 +13,15 @@ def register_runners() -> dict:
     return {
         "runner_base": "mm_core.engine.runner:EpochRunner",
         "runner_iter": "mm_core.engine.runner:IterRunner",
+        "deepspeed_runner": {
+            "target": "mm_core.engine.deepspeed_runner:DeepSpeedRunner",
+            "description": "DeepSpeed engine (ZeRO 0-3, bf16/fp16, offload); needs mm-core[deepspeed]",
+            "run_keys": {
+                "deepspeed_config": "dict|str",
+                "resume_ckpt_load_dir": "str|null",
+                "resume_ckpt_tag": "str|int|null",
+            },
+        },
     }
 
 

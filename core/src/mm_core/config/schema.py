@@ -73,6 +73,7 @@ RUN_KEYS: dict[str, str] = {
     "best_metric": "str",
     "best_split": "str|null",
     "best_mode": "str",
+    "eval_before_train": "bool",
     "save_results": "bool",
     # logging
     "log_freq": "int",

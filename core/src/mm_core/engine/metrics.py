@@ -1,0 +1,111 @@
+"""Where a run's numbers go: ``<output_dir>/metrics.jsonl``, a tqdm progress bar with ETA, and
+TensorBoard scalars when ``run.tensorboard`` is set and tensorboard is installed.
+
+Only rank 0 writes; other ranks get a :class:`MetricsLog` that drops everything.
+``metrics.jsonl`` holds one JSON object per event, appended (a resumed run continues the file)::
+
+    {"type": "train", "step": 10, "epoch": 0, "lr": 1e-4, "loss": 0.5, "loss_mse": 0.5,
+     "samples_per_sec": 812.3, "max_memory_mb": 210.4, "wall_time": 3.2, "time": 1700000000.0}
+    {"type": "eval", "split": "val", "step": 10, "epoch": 0, "agg_metrics": -0.4, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def max_memory_mb(device: torch.device) -> float:
+    """Peak memory: allocated CUDA memory on GPU, else the process' peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+class MetricsLog:
+    """Appends events to ``metrics.jsonl``, mirrors scalars to TensorBoard, drives the bar."""
+
+    def __init__(self, output_dir: Path | None, enabled: bool, tensorboard: bool = False,
+                 progress_bar: bool | None = None, wall_offset: float = 0.0):
+        self.enabled = enabled and output_dir is not None
+        self.path = Path(output_dir) / "metrics.jsonl" if output_dir is not None else None
+        self.start = time.time() - wall_offset
+        self._file = open(self.path, "a", encoding="utf-8") if self.enabled else None  # noqa: SIM115
+        self._tb = _tensorboard(Path(output_dir) / "tensorboard") if self.enabled and tensorboard else None
+        show_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
+        self._show_bar = self.enabled and show_bar
+        self._bar = None
+
+    @property
+    def wall_time(self) -> float:
+        return time.time() - self.start
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Append one event (``type`` first), with ``wall_time`` and ``time`` added."""
+        if not self.enabled:
+            return
+        record = {"type": event.pop("type"), **event, "wall_time": round(self.wall_time, 4), "time": time.time()}
+        self._file.write(json.dumps(record, default=_jsonable) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            prefix = record["type"] if record["type"] != "eval" else f"eval/{record.get('split')}"
+            step = int(record.get("step", 0))
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "time"):
+                    self._tb.add_scalar(f"{prefix}/{key}", value, step)
+
+    # progress bar -----------------------------------------------------------------------
+    def start_bar(self, total: int, initial: int, desc: str = "train") -> None:
+        if not self._show_bar:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True)
+
+    def advance(self, n: int = 1, **postfix: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix({k: _short(v) for k, v in postfix.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _tensorboard(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is an optional extra
+        log.warning("run.tensorboard is set but tensorboard is not installed: pip install 'mm-core[tensorboard]'")
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _short(value: Any) -> Any:
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)

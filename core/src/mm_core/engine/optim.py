@@ -1,0 +1,54 @@
+"""The optimizer: AdamW over parameter groups.
+
+A model may supply its own groups (``BaseModel.get_optimizer_params``, e.g. BLIP-2's
+layer-wise decay), each with an optional ``lr_scale`` that the schedulers honour. Otherwise
+the trainable parameters are split into two groups: with weight decay, and without it for
+biases, norms and other 1-D parameters (decaying a LayerNorm gain only pulls it to zero).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters, in two groups: decayed and not decayed."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or name.endswith(".bias") or "norm" in name.lower() or "ln_" in name.lower():
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """The model's own groups when it defines them, else :func:`default_param_groups`."""
+    own = getattr(model, "get_optimizer_params", None)
+    groups = own(weight_decay, lr_scale) if callable(own) else None
+    if not groups:
+        groups = default_param_groups(model, weight_decay)
+    for group in groups:
+        group.setdefault("lr_scale", 1.0)
+    if not any(group["params"] for group in groups):
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    return groups
+
+
+def build_optimizer(model: nn.Module, init_lr: float, weight_decay: float, beta2: float = 0.999,
+                    lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW with :func:`param_groups`; ``lr_scale`` per group is applied by the scheduler."""
+    groups = param_groups(model, weight_decay, lr_scale)
+    count = sum(p.numel() for g in groups for p in g["params"])
+    log.info("optimizer: AdamW over %d trainable parameters in %d groups", count, len(groups))
+    # foreach kernels are the fast path on GPU and CPU alike; fused needs every param on CUDA.
+    return torch.optim.AdamW(groups, lr=init_lr, betas=(0.9, beta2), weight_decay=weight_decay)

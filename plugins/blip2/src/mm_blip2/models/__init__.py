@@ -1,0 +1,1 @@
+"""BLIP-2 model classes (imported only when a config asks for them)."""

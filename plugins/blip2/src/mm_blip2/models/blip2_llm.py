@@ -1,0 +1,247 @@
+"""``blip2_llm``: BLIP-2 vision tower -> Q-Former -> Linear projection -> any registered LLM.
+
+The language model comes from the registry's ``llms`` kind by name (``model.llm.name``; the
+rest of ``model.llm`` is passed to the backend), and is used only through
+:class:`mm_core.base.llm.BaseLLM`, so this module imports no LLM plugin. Each image becomes
+``num_query_token`` projected Q-Former outputs that replace the backend's image placeholder
+tokens (one block per :data:`~mm_core.base.llm.IMAGE_MARK`).
+
+Samples: instruction style ``{"image", "conversations"}`` or caption style
+``{"image", "text_input"}`` (turned into user ``prompt`` -> assistant caption). ``image`` is a
+(B, 3, H, W) tensor (one image per sample) or a list of per-sample tensors ((3, H, W) or
+(N, 3, H, W), several images per sample). Text is tokenised here, padded to the batch's longest.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from mm_core.base.llm import IMAGE_MARK, BaseLLM, Conversation
+from mm_core.base.model import config_value
+from mm_core.errors import ConfigError, DataError
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from mm_blip2.models.blip2 import Blip2Base
+
+DEFAULT_PROMPT = f"{IMAGE_MARK} Describe this image briefly."
+
+
+class Blip2LLM(Blip2Base):
+    """BLIP-2 -> LLM composition (MiniGPT-4 / MiniGPT4-Qwen style).
+
+    Options beyond :class:`~mm_blip2.models.blip2.Blip2Base`'s: ``llm`` (``name`` + backend
+    options), ``freeze_proj``, ``max_txt_len`` (token budget of one training sample),
+    ``prompt`` (user turn of caption-style samples; a list is sampled from during training).
+    Subclasses adapt other config layouts by overriding :meth:`llm_config`.
+    """
+
+    def __init__(self, cfg: DictConfig):
+        super().__init__(cfg)
+        self.llm = self.build_llm(self.llm_config(cfg))
+        self.llm_proj = nn.Linear(self.qformer.config.hidden_size, self.llm.hidden_size)
+        self.max_txt_len = int(config_value(cfg, "max_txt_len", 512))
+        prompt = config_value(cfg, "prompt", DEFAULT_PROMPT)
+        self.prompts = list(prompt) if isinstance(prompt, (list, tuple)) or OmegaConf.is_list(prompt) else [str(prompt)]
+        self.apply_freezing(cfg)
+        if config_value(cfg, "freeze_proj", False):
+            self.freeze(self.llm_proj)
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Blip2LLM:
+        """Build the model and load the weights the config names (see ``Blip2Base``)."""
+        model = cls(cfg)
+        model.load_weights_from_config(cfg)
+        return model
+
+    def llm_config(self, cfg: DictConfig) -> DictConfig:
+        """The backend's config block (``model.llm``); subclasses may derive it from other keys."""
+        block = OmegaConf.select(cfg, "llm")
+        if block is None or not block.get("name"):
+            raise ConfigError(
+                "model.llm.name is missing: blip2_llm needs a language-model backend",
+                hint="set model.llm.name to a registered LLM backend (`mmrun list llms`)",
+            )
+        return block
+
+    @staticmethod
+    def build_llm(llm_cfg: DictConfig) -> BaseLLM:
+        """The registered backend ``llm_cfg.name`` built from its block."""
+        from mm_core.registry import get_registry
+
+        return get_registry().resolve("llms", str(llm_cfg.name)).from_config(llm_cfg)
+
+    # -- images -----------------------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, num_query_token, llm hidden): the LLM-space image tokens."""
+        queries, _ = self.query_image(images.to(self.device))
+        return self.llm_proj(queries)
+
+    def _image_tokens(self, image: Any, batch_size: int) -> list[torch.Tensor]:
+        """Per sample, its images' LLM tokens flattened to (n_images * num_query_token, D)."""
+        if image is None:
+            return [self.llm_proj.weight.new_zeros(0, self.llm.hidden_size)] * batch_size
+        if isinstance(image, torch.Tensor):
+            per_sample = list(image.unsqueeze(1)) if image.dim() == 4 else [image]
+        else:
+            per_sample = [im.unsqueeze(0) if im.dim() == 3 else im for im in image]
+        if len(per_sample) != batch_size:
+            raise DataError(f"batch has {len(per_sample)} image entries for {batch_size} conversations")
+        counts = [im.shape[0] for im in per_sample]
+        tokens = self.encode_images(torch.cat(per_sample)) if sum(counts) else None
+        out, start = [], 0
+        for n in counts:
+            out.append(tokens[start:start + n].flatten(0, 1) if n else self.llm_proj.weight.new_zeros(0, self.llm.hidden_size))
+            start += n
+        return out
+
+    def _embed(self, input_ids: torch.Tensor, image_tokens: list[torch.Tensor]) -> torch.Tensor:
+        """Token embeddings with every placeholder replaced, in order, by its image token."""
+        embeds = self.llm.embed_tokens(input_ids)
+        mask = input_ids == self.llm.image_token_id
+        chosen = []
+        for i, tokens in enumerate(image_tokens):
+            used = int(mask[i].sum())
+            if used > tokens.shape[0]:
+                raise DataError(
+                    f"sample {i}: its text has {used // self.num_query_token} image marks "
+                    f"({IMAGE_MARK}) but only {tokens.shape[0] // self.num_query_token} images",
+                    hint="give one image per mark (a list of (N, 3, H, W) tensors for several images)",
+                )
+            chosen.append(tokens[:used])  # truncation may have removed trailing images
+        flat = torch.cat(chosen).to(embeds.dtype)
+        return embeds.masked_scatter(mask.unsqueeze(-1), flat) if flat.numel() else embeds
+
+    # -- conversations ----------------------------------------------------------------------
+    def caption_conversation(self, caption: str | None) -> list[dict[str, str]]:
+        """A caption-style sample as a conversation: user ``prompt`` -> assistant caption."""
+        prompt = random.choice(self.prompts) if self.training else self.prompts[0]
+        conversation = [{"from": "user", "value": prompt}]
+        if caption is not None:
+            conversation.append({"from": "assistant", "value": caption})
+        return conversation
+
+    def conversations_of(self, samples: dict[str, Any]) -> list[list[dict[str, str]]]:
+        if samples.get("conversations") is not None:
+            return [list(c) for c in samples["conversations"]]
+        if samples.get("text_input") is not None:
+            texts = samples["text_input"]
+            return [self.caption_conversation(t) for t in ([texts] if isinstance(texts, str) else texts)]
+        raise DataError("samples need 'conversations' (instruction style) or 'text_input' (caption style)",
+                        hint="check the dataset's collater output")
+
+    @staticmethod
+    def with_image_mark(conversation: Sequence[dict[str, str]], has_image: bool) -> list[dict[str, str]]:
+        """The conversation, with an image mark put before the first user turn's text when
+        images are given but no turn marks where they go."""
+        conversation = [dict(turn) for turn in conversation]
+        if has_image and not any(IMAGE_MARK in t["value"] for t in conversation):
+            for turn in conversation:
+                if turn["from"] == "user":
+                    turn["value"] = f"{IMAGE_MARK}\n{turn['value']}"
+                    break
+        return conversation
+
+    # -- training ---------------------------------------------------------------------------
+    def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Language-modelling loss of the assistant turns given the images."""
+        conversations = self.conversations_of(samples)
+        image = samples.get("image")
+        conversations = [self.with_image_mark(c, image is not None) for c in conversations]
+        encoded = [self.llm.encode_conversation(c, self.num_query_token, self.max_txt_len) for c in conversations]
+        batch = {k: v.to(self.device) for k, v in self.llm.collate(encoded).items()}
+        embeds = self._embed(batch["input_ids"], self._image_tokens(image, len(conversations)))
+        output = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return {"loss": output.loss}
+
+    # -- inference --------------------------------------------------------------------------
+    def _generate(self, conversations: list[Conversation], image: Any, on_text: Callable[[str], None] | None,
+                  **generation: Any) -> list[str]:
+        conversations = [self.with_image_mark(c, image is not None) for c in conversations]
+        prompts = [self.llm.encode_prompt(c, self.num_query_token) for c in conversations]
+        batch = {k: v.to(self.device) for k, v in self.llm.collate(prompts, padding_side="left").items()}
+        embeds = self._embed(batch["input_ids"], self._image_tokens(image, len(conversations)))
+        return self.llm.generate(embeds, batch["attention_mask"], on_text=on_text, **generation)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        samples: dict[str, Any],
+        use_nucleus_sampling: bool = False,
+        num_beams: int = 1,
+        max_new_tokens: int | None = None,
+        max_length: int = 30,
+        min_length: int = 1,
+        top_p: float = 0.9,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.0,
+        on_text: Callable[[str], None] | None = None,
+        **generation: Any,
+    ) -> list[str]:
+        """One answer per sample. The prompt is the sample's conversation (a trailing assistant
+        turn is dropped), else ``samples["prompt"]`` (str or list), else the model's ``prompt``.
+        ``max_length`` counts new tokens as in LAVIS; ``max_new_tokens`` wins when given."""
+        conversations = self._prompt_conversations(samples)
+        options = dict(
+            num_beams=num_beams, max_new_tokens=max_new_tokens or max_length, min_new_tokens=min_length,
+            repetition_penalty=repetition_penalty, do_sample=use_nucleus_sampling or generation.pop("do_sample", False),
+        )
+        if options["do_sample"]:
+            options.update(top_p=top_p, temperature=temperature)
+        options.update(generation)
+        return self._generate(conversations, samples.get("image"), on_text, **options)
+
+    def _prompt_conversations(self, samples: dict[str, Any]) -> list[list[dict[str, str]]]:
+        if samples.get("conversations") is not None:
+            conversations = [list(c) for c in samples["conversations"]]
+            return [c[:-1] if c and c[-1]["from"] == "assistant" else c for c in conversations]
+        batch = _batch_size(samples)
+        prompt = samples.get("prompt")
+        if prompt is None:
+            return [self.caption_conversation(None) for _ in range(batch)]
+        prompts = [prompt] * batch if isinstance(prompt, str) else list(prompt)
+        return [[{"from": "user", "value": p}] for p in prompts]
+
+    @torch.no_grad()
+    def predict_answers(self, samples: dict[str, Any], num_beams: int = 1, max_len: int = 10, min_len: int = 1,
+                        prompt: str = "{}", **generation: Any) -> list[str]:
+        """VQA: answer ``samples["text_input"]`` questions (``prompt`` formats each question)."""
+        questions = samples["text_input"]
+        conversations = [[{"from": "user", "value": f"{IMAGE_MARK} {prompt.format(q)}"}] for q in questions]
+        return self._generate(conversations, samples.get("image"), None, num_beams=num_beams,
+                              max_new_tokens=max_len, min_new_tokens=min_len, **generation)
+
+    @torch.no_grad()
+    def chat(
+        self,
+        query: str,
+        history: list[tuple[str, str]] | None = None,
+        images: torch.Tensor | None = None,
+        on_text: Callable[[str], None] | None = None,
+        **generation: Any,
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """One chat turn: ``history`` holds earlier (query, response) pairs; ``images``
+        ((N, 3, H, W) or (3, H, W)) fill the :data:`IMAGE_MARK` s of the whole conversation.
+        Returns the response and the history extended with this turn."""
+        history = list(history or [])
+        conversation: list[dict[str, str]] = []
+        for user, assistant in history:
+            conversation += [{"from": "user", "value": user}, {"from": "assistant", "value": assistant}]
+        conversation.append({"from": "user", "value": query})
+        image = None if images is None else [images if images.dim() == 4 else images.unsqueeze(0)]
+        generation.setdefault("max_new_tokens", 256)
+        response = self._generate([conversation], image, on_text, **generation)[0]
+        return response, history + [(query, response)]
+
+
+def _batch_size(samples: dict[str, Any]) -> int:
+    image = samples.get("image")
+    if isinstance(image, torch.Tensor):
+        return int(image.shape[0]) if image.dim() == 4 else 1
+    if isinstance(image, (list, tuple)):
+        return len(image)
+    return 1

@@ -1,0 +1,73 @@
+"""The ``coco_caption`` and ``coco_vqa`` dataset builders.
+
+Besides LAVIS' ``build_info`` (annotation ``url`` / ``storage`` / ``md5`` per split and the
+``images.storage`` root), a config block may set:
+
+* ``on_bad_sample: error | skip`` — what a missing or unreadable image does (default ``error``);
+* ``build_info.generate`` — ``{dataset: shapes, root: <dir>, seed: 0, ...}``: render the
+  synthetic "shapes" data (:mod:`mm_datasets_coco.shapes`) into ``root`` (relative paths are
+  under the cache root) when its files are absent, so a run works offline on real formats.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mm_core.base.builder import BaseDatasetBuilder
+from mm_core.base.dataset import BaseDataset
+from mm_core.download import resolve_storage
+from mm_core.errors import ConfigError
+from omegaconf import OmegaConf
+
+from mm_datasets_coco.caption_datasets import CaptionDataset, CaptionEvalDataset
+from mm_datasets_coco.vqa_datasets import VQADataset, VQAEvalDataset
+
+log = logging.getLogger(__name__)
+
+
+class _CocoBuilder(BaseDatasetBuilder):
+    """Shared by both builders: the bad-sample policy and on-demand sample-data generation."""
+
+    def download(self) -> None:
+        self.generate_if_asked()
+        super().download()
+
+    def generate_if_asked(self) -> Path | None:
+        """Render the shapes data when ``build_info.generate`` asks for it and it is absent."""
+        spec = OmegaConf.select(self.config, "build_info.generate")
+        if not spec:
+            return None
+        options: dict[str, Any] = dict(OmegaConf.to_container(spec, resolve=True))
+        kind = options.pop("dataset", "shapes")
+        if kind != "shapes":
+            raise ConfigError(f"build_info.generate.dataset: unknown generator '{kind}'", hint="the generator is 'shapes'")
+        root = resolve_storage(str(options.pop("root", "shapes")), self.cache_dir)
+        from mm_datasets_coco.shapes import ShapesSpec, ensure_shapes
+
+        try:
+            spec_obj = ShapesSpec(**options)
+        except TypeError as exc:
+            raise ConfigError(f"build_info.generate: {exc}", hint="options are those of ShapesSpec (`mmrun make-shapes --help`)") from exc
+        return ensure_shapes(root, spec_obj)
+
+    def make_dataset(self, cls: type[BaseDataset], vis_processor: Any, text_processor: Any,
+                     root: Path | None, ann_paths: list[Path], split: str) -> BaseDataset:
+        policy = str(self.config.get("on_bad_sample", "error"))
+        return cls(vis_processor=vis_processor, text_processor=text_processor, vis_root=root,
+                   ann_paths=ann_paths, on_bad_sample=policy)
+
+
+class CocoCaptionBuilder(_CocoBuilder):
+    """COCO captions, Karpathy splits (train: one sample per caption; val/test: per image)."""
+
+    train_dataset_cls = CaptionDataset
+    eval_dataset_cls = CaptionEvalDataset
+
+
+class CocoVQABuilder(_CocoBuilder):
+    """VQA v2 on COCO images in LAVIS' layout."""
+
+    train_dataset_cls = VQADataset
+    eval_dataset_cls = VQAEvalDataset

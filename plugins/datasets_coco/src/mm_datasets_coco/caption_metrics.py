@@ -1,0 +1,164 @@
+"""Caption metrics with pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE when its
+Stanford models are installed), computed from references given in memory.
+
+The candidates and references are tokenised with pycocoevalcap's PTBTokenizer (Java), as the
+COCO caption evaluation does. A metric whose Java program cannot run is left out with a note
+in :attr:`CaptionScores.notes` instead of failing the evaluation.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Same punctuation pycocoevalcap's PTBTokenizer drops after tokenising.
+_PUNCT_TOKENS = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
+
+
+@dataclass
+class CaptionScores:
+    """Corpus-level metrics (LAVIS' names: ``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``,
+    ``CIDEr``, ``SPICE``), per-image CIDEr and notes about anything left out."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_image_cider: dict[Any, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def spice_available() -> bool:
+    """Whether SPICE can run offline: Java plus the Stanford CoreNLP jars it needs."""
+    try:
+        import pycocoevalcap.spice as spice_pkg
+    except ImportError:
+        return False
+    lib = Path(spice_pkg.__file__).parent / "lib"
+    return shutil.which("java") is not None and (lib / "stanford-corenlp-3.6.0-models.jar").is_file()
+
+
+def score_captions(
+    references: dict[Any, list[str]], candidates: dict[Any, str], spice: bool | None = None, meteor: bool = True
+) -> CaptionScores:
+    """Score one candidate per image against that image's references.
+
+    ``spice``: ``True`` requires it, ``False`` skips it, ``None`` computes it when available.
+    ``meteor=False`` skips METEOR (its Java scorer takes ~10 s to load its paraphrase table, once
+    per process).
+    """
+    missing = [k for k in candidates if k not in references or not references[k]]
+    if missing:
+        raise ValueError(f"no references for image ids {missing[:5]}")
+    ids = list(candidates)
+    scores = CaptionScores()
+    gts, res = _tokenize({i: list(references[i]) for i in ids}, {i: [candidates[i]] for i in ids}, scores.notes)
+
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores.metrics.update({f"Bleu_{n + 1}": float(b) for n, b in enumerate(bleu)})
+    meteor_value = _meteor(gts, res, scores.notes) if meteor else None
+    if meteor_value is not None:
+        scores.metrics["METEOR"] = meteor_value
+    scores.metrics["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    cider, per_image = Cider().compute_score(gts, res)
+    scores.metrics["CIDEr"] = float(cider)
+    scores.per_image_cider = {i: float(s) for i, s in zip(ids, per_image)}
+    if spice or (spice is None and spice_available()):
+        value = _spice(gts, res, scores.notes, required=bool(spice))
+        if value is not None:
+            scores.metrics["SPICE"] = value
+    elif spice is None:
+        scores.notes.append("SPICE skipped: it needs Java and the Stanford CoreNLP 3.6.0 jars in pycocoevalcap/spice/lib")
+    return scores
+
+
+def _tokenize(gts: dict, res: dict, notes: list[str]) -> tuple[dict, dict]:
+    """Tokenise references and candidates in one Java call (each call starts a JVM)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    both = {("ref", k): [{"caption": c} for c in v] for k, v in gts.items()}
+    both.update({("cand", k): [{"caption": c} for c in v] for k, v in res.items()})
+    try:
+        tokenized = PTBTokenizer().tokenize(both)
+        if set(tokenized) != set(both) or any(len(tokenized[k]) != len(both[k]) for k in both):
+            raise RuntimeError("the tokenizer returned fewer lines than it was given")
+        return ({k: tokenized[("ref", k)] for k in gts}, {k: tokenized[("cand", k)] for k in res})
+    except Exception as exc:  # no Java, unwritable package folder, ...
+        notes.append(f"PTBTokenizer (Java) failed ({exc}); used a Python approximation of its tokenisation")
+        log.warning(notes[-1])
+        return ({k: [_simple_tokenize(c) for c in v] for k, v in gts.items()},
+                {k: [_simple_tokenize(c) for c in v] for k, v in res.items()})
+
+
+def _simple_tokenize(text: str) -> str:
+    """Lower-case, split off punctuation and drop it, as PTBTokenizer + pycocoevalcap do."""
+    tokens = re.findall(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]", text.lower().replace("\n", " "))
+    return " ".join(t for t in tokens if t not in _PUNCT_TOKENS)
+
+
+_meteor_scorer: Any = None
+_meteor_lock = threading.Lock()
+
+
+def _meteor(gts: dict, res: dict, notes: list[str]) -> float | None:
+    """METEOR from one Java scorer kept for the whole process (loading it takes seconds)."""
+    global _meteor_scorer
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    with _meteor_lock:
+        try:
+            if shutil.which("java") is None:
+                raise FileNotFoundError("no 'java' on PATH")
+            if _meteor_scorer is None:
+                _meteor_scorer = Meteor()
+                atexit.register(_close_meteor)
+            return float(_meteor_scorer.compute_score(gts, res)[0])
+        except Exception as exc:  # Java missing or out of memory: report, don't crash the run
+            _close_meteor()
+            notes.append(f"METEOR left out: its Java scorer failed ({type(exc).__name__}: {exc})")
+            log.warning(notes[-1])
+            return None
+
+
+def _close_meteor() -> None:
+    global _meteor_scorer
+    scorer, _meteor_scorer = _meteor_scorer, None
+    process = getattr(scorer, "meteor_p", None)
+    if process is None:
+        return
+    lock = getattr(scorer, "lock", None)
+    if lock is not None and lock.locked():
+        # a failed compute_score leaves pycocoevalcap's lock held; its __del__ would block on it
+        lock.release()
+    try:
+        process.stdin.close()
+        process.kill()
+        process.wait(timeout=5)
+    except Exception:  # already gone
+        pass
+
+
+def _spice(gts: dict, res: dict, notes: list[str], required: bool) -> float | None:
+    try:
+        from pycocoevalcap.spice.spice import Spice
+
+        if not spice_available():
+            raise RuntimeError("Java or the Stanford CoreNLP 3.6.0 jars are missing")
+        return float(Spice().compute_score(gts, res)[0])
+    except Exception as exc:
+        if required:
+            from mm_core.errors import ConfigError
+
+            raise ConfigError(f"SPICE was requested but cannot run: {exc}",
+                              hint="install Java and run pycocoevalcap's get_stanford_models, or set run.spice: false") from exc
+        notes.append(f"SPICE left out: {exc}")
+        return None

@@ -1,0 +1,96 @@
+"""The ``vqa`` task: answer each question by generation (or by ranking the split's answer list
+when the model can), scored with VQA accuracy and the official answer normalisation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from mm_core.base.task import BaseTask
+from mm_core.errors import ConfigError
+from omegaconf import DictConfig
+
+from mm_datasets_coco.generation import GenerationSettings, generate_text
+
+log = logging.getLogger(__name__)
+
+INFERENCE_METHODS = ("generate", "rank")
+
+
+class VQATask(BaseTask):
+    """Train on the model's loss; evaluate answers with VQA accuracy.
+
+    Answers come from the model's ``predict_answers(samples, num_beams, max_len, min_len,
+    prompt)`` when it has one (LAVIS' name), else from ``generate(samples, ...)``.
+    ``run.prompt`` (e.g. ``"Question: {} Short answer:"``) wraps each question before it is
+    given to the model. ``run.inference_method: rank`` asks the model's
+    ``rank_answers(samples, answer_list, num_ans_candidates) -> list[str]`` to choose among the
+    split's ``answer_list.json``.
+    """
+
+    def __init__(self, cfg: DictConfig | None = None) -> None:
+        super().__init__(cfg)
+        run = cfg.get("run") if cfg is not None else None
+        self.generation = GenerationSettings.from_run(run, num_beams=3, max_len=10, min_len=1)
+        self.inference_method = str(run.get("inference_method", "generate")) if run is not None else "generate"
+        if self.inference_method not in INFERENCE_METHODS:
+            raise ConfigError(f"run.inference_method must be one of {', '.join(INFERENCE_METHODS)}, "
+                              f"got {self.inference_method!r}")
+        self.num_ans_candidates = int(run.get("num_ans_candidates", 128)) if run is not None else 128
+        self.answer_list: list[str] = []
+
+    def before_evaluation(self, model: Any, dataset: Any, **kwargs: Any) -> None:
+        super().before_evaluation(model, dataset, **kwargs)
+        self.answer_list = list(getattr(dataset, "answer_list", []) or [])
+
+    def valid_step(self, model: Any, samples: dict[str, Any]) -> list[dict[str, Any]]:
+        answers = self._answer(model, samples)
+        qids = [int(q) for q in samples["question_id"]]
+        refs = samples.get("answers") or [[] for _ in qids]
+        return [{"question_id": q, "answer": a, "references": r} for q, a, r in zip(qids, answers, refs)]
+
+    def _answer(self, model: Any, samples: dict[str, Any]) -> list[str]:
+        unwrapped = getattr(model, "module", model)
+        if self.inference_method == "generate":
+            g = self.generation
+            if hasattr(unwrapped, "predict_answers"):  # LAVIS' VQA entry point: it applies the prompt itself
+                with torch.no_grad():
+                    answers = unwrapped.predict_answers(samples, num_beams=g.num_beams, max_len=g.max_len,
+                                                        min_len=g.min_len, prompt=g.prompt or "{}")
+                return [str(a).strip() for a in answers]
+            if g.prompt:
+                samples = {**samples, "text_input": [g.prompt.format(q) for q in samples["text_input"]]}
+            return generate_text(model, samples, g)
+        if not hasattr(unwrapped, "rank_answers"):
+            raise ConfigError(f"run.inference_method: rank needs {type(unwrapped).__name__}.rank_answers",
+                              hint="use inference_method: generate")
+        if not self.answer_list:
+            raise ConfigError("run.inference_method: rank needs an answer list (answer_list.json) in the eval split's files")
+        return [str(a) for a in unwrapped.rank_answers(samples, self.answer_list, self.num_ans_candidates)]
+
+    def save_results(self, results: list[Any], output_dir: Path, split: str, epoch: int | str) -> Path:
+        """Write ``[{"question_id", "answer"}]`` (references left out)."""
+        public = [{"question_id": r["question_id"], "answer": r["answer"]} for r in _unique_by_question(results)]
+        return super().save_results(public, output_dir, split, epoch)
+
+    def after_evaluation(
+        self, results: list[dict[str, Any]], split: str, epoch: int | str, output_dir: Path | None = None
+    ) -> dict[str, float]:
+        from mm_datasets_coco.vqa_metrics import vqa_accuracy
+
+        results = _unique_by_question(results)
+        scored = [vqa_accuracy(r["answer"], r["references"]) for r in results if r.get("references")]
+        if not scored:
+            return {"agg_metrics": 0.0, "num_questions": float(len(results))}
+        accuracy = 100.0 * sum(scored) / len(scored)
+        return {"agg_metrics": accuracy, "acc": accuracy, "num_questions": float(len(scored))}
+
+
+def _unique_by_question(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per question: a distributed sampler pads the last batch with repeats."""
+    unique: dict[int, dict[str, Any]] = {}
+    for r in results:
+        unique.setdefault(int(r["question_id"]), r)
+    return [unique[k] for k in sorted(unique)]

@@ -1,0 +1,6 @@
+"""mm-plugin-qwen-llm: The Qwen LLM backend, ChatML conversations, LoRA, chat, instruction datasets and the minigpt4qwen model.
+
+This package imports nothing heavy: the registry reads its package data through it.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,43 @@
+"""``mmrun export-lora``: merge a checkpoint's LoRA adapters into a plain Hugging Face model.
+
+    mmrun export-lora --config run.yaml --checkpoint CKPT --out DIR [--options k=v ...]
+
+Builds the model of ``run.yaml`` (e.g. ``minigpt4qwen`` with ``get_lora: true``), loads the
+checkpoint (adapters + projection), merges the adapters into the LLM's weights
+(``peft``'s ``merge_and_unload``) and writes the LLM with its tokenizer to ``DIR``: a directory
+``AutoModelForCausalLM.from_pretrained`` loads with no peft. Use it as ``llm_model`` with
+``get_lora: false``; the projection stays in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mm_core.errors import ConfigError
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mmrun export-lora", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", default=None, help="mm checkpoint directory (or weights file)")
+    parser.add_argument("--out", required=True, help="directory to write the merged model into")
+    parser.add_argument("--options", nargs="*", default=[])
+    args = parser.parse_args(argv)
+
+    from mm_core.config.loader import load_config
+    from mm_core.registry import get_registry
+    from mm_qwen_llm.chat_cli import checkpoint_weights
+
+    cfg = load_config(args.config, args.options).config
+    model = get_registry().resolve("models", str(cfg.model.arch)).from_config(cfg.model)
+    llm = getattr(model, "llm", model)
+    if not hasattr(llm, "export_merged"):
+        raise ConfigError(f"model '{cfg.model.arch}' has no Qwen LLM to export",
+                          hint="export-lora works on models with the qwen backend (e.g. minigpt4qwen)")
+    if args.checkpoint:
+        model.load_checkpoint(checkpoint_weights(args.checkpoint))
+    if not llm.has_lora:
+        print("note: the model has no LoRA adapters (get_lora is false); writing the LLM as it is")
+    out = llm.export_merged(args.out)
+    print(f"wrote {out}")
+    return 0

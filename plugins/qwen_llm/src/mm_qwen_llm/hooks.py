@@ -1,0 +1,70 @@
+"""Registration hooks of mm-plugin-qwen-llm: public names -> lazy targets."""
+
+from mm_core.hookspecs import hookimpl
+
+MM_API_VERSION = "1.0"
+
+
+@hookimpl
+def register_llms() -> dict:
+    return {
+        "qwen": {
+            "target": "mm_qwen_llm.qwen:QwenLLM",
+            "description": "Qwen / Qwen2.x / Qwen3 chat models with ChatML, image placeholders and LoRA",
+        },
+    }
+
+
+@hookimpl
+def register_models() -> dict:
+    return {
+        "minigpt4qwen": {
+            "target": "mm_qwen_llm.minigpt4qwen:MiniGPT4Qwen",
+            "default_model_type": "qwen7b_chat",
+            "description": "BLIP-2 vision tower + Q-Former + projection into a Qwen chat LLM (MiniGPT4-Qwen)",
+        },
+    }
+
+
+@hookimpl
+def register_processors() -> dict:
+    return {"base_instruction": "mm_qwen_llm.processors:BaseInstructionProcessor"}
+
+
+@hookimpl
+def register_datasets() -> dict:
+    return {
+        "minigpt4_instruction": {
+            "target": "mm_qwen_llm.instruction_data:InstructionBuilder",
+            "data_type": "images",
+            "description": "MiniGPT-4 detailed descriptions in MiniGPT4-Qwen's instruction format",
+        },
+        "llava_instruction": {
+            "target": "mm_qwen_llm.instruction_data:LlavaInstructionBuilder",
+            "data_type": "images",
+            "description": "LLaVA-Instruct conversations (MiniGPT4-Qwen or LLaVA format)",
+        },
+    }
+
+
+@hookimpl
+def register_tasks() -> dict:
+    return {
+        "image_text_pretrain": {
+            "target": "mm_qwen_llm.task:ImageTextPretrainTask",
+            "description": "train on the model's language-modelling loss; optional validation loss",
+            "run_keys": {},
+        },
+        "deepspeed_image_text_pretrain": {"target": "mm_qwen_llm.task:ImageTextPretrainTask",
+                                          "description": "MiniGPT4-Qwen's name for image_text_pretrain"},
+    }
+
+
+@hookimpl
+def register_commands() -> dict:
+    return {
+        "chat": {"target": "mm_qwen_llm.chat_cli:main",
+                 "help": "chat with a model in the terminal (images by path; scripted from stdin)"},
+        "export-lora": {"target": "mm_qwen_llm.export:main",
+                        "help": "merge a checkpoint's LoRA adapters into a plain Hugging Face model directory"},
+    }

@@ -1,0 +1,120 @@
+"""Generated instruction data in MiniGPT4-Qwen's format, for offline runs (``type: shapes``).
+
+One filled shape of one colour per image; records are single-turn descriptions or
+multi-turn question/answer conversations about shape and colour, and some compare two
+images (multi-image records). Written under a root folder::
+
+    images/<split>_<index>.png
+    train.json, val.json     MiniGPT4-Qwen instruction records
+    manifest.json            the spec (written last: its presence means the data is complete)
+
+Everything is a function of :class:`InstructionSampleSpec` (seed included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40)}
+SHAPES = ("circle", "square", "triangle")
+IMAGE_TAG = "<Img><ImageHere></Img>"
+
+
+@dataclass(frozen=True)
+class InstructionSampleSpec:
+    """What to generate."""
+
+    seed: int = 0
+    num_train: int = 64
+    num_val: int = 16
+    image_size: int = 32
+
+
+def render(shape: str, colour: str, size: int) -> Image.Image:
+    image = Image.new("RGB", (size, size), (250, 250, 250))
+    draw = ImageDraw.Draw(image)
+    m = size // 6
+    box = (m, m, size - m, size - m)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(size // 2, m), (size - m, size - m), (m, size - m)], fill=fill)
+    return image
+
+
+def make_record(rng: random.Random, images: list[tuple[str, str, str]]) -> dict:
+    """A record about ``images`` ([(file, shape, colour)]): one of three conversation kinds."""
+    (path, shape, colour), *others = images
+    kind = rng.randrange(3)
+    if others:
+        path2, shape2, colour2 = others[0]
+        return {"image": [path, path2],
+                "instruction": f"First {IMAGE_TAG} then {IMAGE_TAG} Compare the two images.",
+                "output": f"The first image has a {colour} {shape}, the second one has a {colour2} {shape2}."}
+    if kind == 0:
+        return {"image": path, "instruction": f"{IMAGE_TAG} Describe this image briefly.",
+                "output": f"A {colour} {shape} on a white background."}
+    return {"image": path,
+            "instruction": [f"{IMAGE_TAG} What shape is in the picture?", "What color is the shape?"],
+            "output": [f"It is a {shape}.", f"The shape is {colour}."]}
+
+
+def write_instruction_sample(root: str | Path, spec: InstructionSampleSpec = InstructionSampleSpec()) -> Path:
+    """Render images and write ``train.json`` / ``val.json`` into ``root``."""
+    root = Path(root)
+    rng = random.Random(spec.seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", spec.num_train), ("val", spec.num_val)):
+        drawn = []
+        for index in range(count):
+            shape, colour = rng.choice(SHAPES), rng.choice(sorted(COLOURS))
+            name = f"{split}_{index}.png"
+            render(shape, colour, spec.image_size).save(root / "images" / name, format="PNG")
+            drawn.append((name, shape, colour))
+        records = []
+        for index, item in enumerate(drawn):
+            pair = [item, drawn[(index + 1) % len(drawn)]] if index % 5 == 4 else [item]
+            records.append(make_record(rng, pair))
+        (root / f"{split}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+    (root / "manifest.json").write_text(json.dumps({"spec": asdict(spec)}), encoding="utf-8")
+    return root
+
+
+def ensure_instruction_sample(root: str | Path, spec: InstructionSampleSpec = InstructionSampleSpec()) -> Path:
+    """``root`` holding the data of ``spec``, generated into a temporary sibling and moved into
+    place when absent (so concurrent ranks never read a half-written folder)."""
+    root = Path(root)
+    if _spec_of(root) == asdict(spec):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        write_instruction_sample(tmp, spec)
+        if _spec_of(root) != asdict(spec):
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+    except OSError:
+        if _spec_of(root) != asdict(spec):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _spec_of(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "manifest.json").read_text(encoding="utf-8")).get("spec")
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,144 @@
+"""Helpers for the DeepSpeed runner tests: toy run configs, running ``mmrun`` (or ``torchrun
+... mmrun``) in a subprocess, reading a run's metrics and checkpoints.
+
+DeepSpeed runs on the CPU accelerator with gloo; the runner passes a torch AdamW to
+``deepspeed.initialize``, so no C++ op is compiled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("deepspeed", reason="DeepSpeed is an optional dependency: pip install 'mm-core[deepspeed]'")
+
+REPO = Path(__file__).resolve().parents[2]
+TOY_SRC = REPO / "tests" / "plugins" / "mm_toy" / "src"
+BIN = Path(sys.executable).parent
+WEIGHTS = [0.5, -1.0, 2.0, 0.3]
+
+
+def write_split(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n):
+        x = [rng.uniform(-1, 1) for _ in WEIGHTS]
+        records.append({"x": x, "y": sum(a * b for a, b in zip(WEIGHTS, x))})
+    path.write_text(json.dumps(records))
+    return path
+
+
+def make_config(folder: Path, ds: dict | None = None, runner: str = "deepspeed_runner",
+                model: dict | None = None, **run) -> Path:
+    """A toy run YAML under ``folder`` (data in ``folder/data``, outputs in ``folder/out``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    annotations = {split: {"storage": str(write_split(data / f"{split}.json", n, seed))}
+                   for seed, (split, n) in enumerate((("train", 32), ("val", 16)))}
+    block = {
+        "task": "base", "runner": runner, "lr_sched": "linear_warmup_cosine_lr", "init_lr": 0.01,
+        "min_lr": 0.0, "warmup_steps": 2, "max_epoch": 2, "batch_size_train": 4, "batch_size_eval": 8,
+        "seed": 7, "output_dir": str(folder / "out"), "log_freq": 1, "valid_splits": ["val"],
+        "num_threads": 1, "device": "cpu", "progress_bar": False,
+    }
+    block.update(run)
+    if runner == "deepspeed_runner":
+        block["deepspeed_config"] = ds if ds is not None else {"zero_optimization": {"stage": 1}}
+    cfg = {
+        "model": {"arch": "toy_regressor", "model_type": "tiny", **(model or {})},
+        "datasets": {"toy_regression": {"build_info": {"annotations": annotations}}},
+        "run": block,
+    }
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def toy_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PYTHONPATH": os.pathsep.join([str(TOY_SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "MM_PLUGIN_MODULES": "mm_toy.hooks,mm_toy.lifecycle", "MM_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+        "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def run_mm(config: Path, *options: str, nproc: int = 1, env: dict[str, str] | None = None,
+           timeout: float = 180) -> subprocess.CompletedProcess:
+    """``mmrun --config`` (``torchrun --no-python mmrun`` for several processes)."""
+    cmd = [str(BIN / "mmrun")]
+    if nproc > 1:
+        cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", "--no-python"] + cmd
+    cmd += ["--config", str(config)]
+    if options:
+        cmd += ["--options", *options]
+    return subprocess.run(cmd, env=env or toy_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def in_process():
+    """``run(config, *options) -> exit code``: ``run_config`` in this process (DeepSpeed and torch
+    are imported once for all such runs, which keeps the folder fast on busy machines)."""
+    saved = {k: os.environ.get(k) for k in ("MM_PLUGIN_MODULES", "MM_DISABLE_PLUGIN_AUTOLOAD", "DS_ACCELERATOR")}
+    os.environ.update({k: v for k, v in toy_env().items() if k in saved})
+    sys.path.insert(0, str(TOY_SRC))
+    from mm_core.config.loader import load_config
+    from mm_core.engine.run import run_config
+    from mm_core.plugins import reset_plugin_host
+
+    def run(config: Path, *options: str) -> int:
+        reset_plugin_host()
+        return run_config(load_config(config, list(options)))
+
+    yield run
+    reset_plugin_host()
+    sys.path.remove(str(TOY_SRC))
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def read_events(out: Path, kind: str) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, filter(None, lines)) if e["type"] == kind]
+
+
+def train_losses(out: Path) -> list[float]:
+    return [e["loss"] for e in read_events(out, "train")]
+
+
+def checkpoint_dir(out: Path, pointer: str = "latest") -> Path:
+    return out / "checkpoints" / (out / "checkpoints" / pointer).read_text().strip()
+
+
+def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(ckpt / "model.safetensors"))
+
+
+def toy_mse(weights: dict[str, torch.Tensor], split_file: Path) -> float:
+    """The toy regressor's MSE on a split, computed from raw weights (not through the model)."""
+    records = json.loads(split_file.read_text())
+    x = torch.tensor([r["x"] for r in records], dtype=torch.float64)
+    y = torch.tensor([r["y"] for r in records], dtype=torch.float64)
+    w = {k: v.double() for k, v in weights.items()}
+    h = x @ w["encoder.weight"].T + w["encoder.bias"]
+    h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    h = torch.tanh(h * w["norm.weight"] + w["norm.bias"])
+    pred = (h @ w["head.weight"].T + w["head.bias"]).squeeze(-1)
+    return float(((pred - y) ** 2).mean())
