@@ -125,9 +125,12 @@ def test_a_name_from_a_broken_plugin_fails_with_that_plugins_error(site, tmp_pat
     assert "Traceback" not in result.stderr
 
 
-def test_listing_and_plugins_do_not_import_torch(site):
+def test_listing_plugins_and_config_do_not_import_torch(site, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: {arch: toy_regressor, model_type: wide}\nrun: {task: base, max_epoch: 2}\n")
     code = ("import sys; from mm_core.cli.main import main; main(['list']); main(['plugins', '-v']); "
-            "main(['--help']); print('TORCH', 'torch' in sys.modules, 'numpy' in sys.modules)")
+            f"main(['--help']); assert main(['config', '--config', r'{config}']) == 0; "
+            "print('TORCH', 'torch' in sys.modules, 'numpy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], env=mm_env([site]), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "TORCH False False" in result.stdout
