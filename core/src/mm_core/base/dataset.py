@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
@@ -89,3 +90,14 @@ def resolve_inside(root: str | Path, relative: str, what: str = "path") -> Path:
             hint="paths in annotation files must stay inside their images/features root",
         )
     return candidate
+
+
+def batch_size_of(samples: Any) -> int:
+    """Samples in a collated batch: the first dimension of its first tensor (or list) value."""
+    if isinstance(samples, Mapping):
+        for value in samples.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return int(value.shape[0])
+            if isinstance(value, (list, tuple)):
+                return len(value)
+    return 1

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from mm_core.base.dataset import BaseDataset
+from mm_core.base.dataset import BaseDataset, batch_size_of
 from mm_core.base.model import BaseModel
 
 
@@ -60,7 +60,7 @@ class BaseTask:
     def valid_step(self, model: torch.nn.Module, samples: Any) -> list[dict[str, Any]]:
         """Results of one evaluation batch: by default its loss and size."""
         output = model(samples)
-        return [{"loss": float(output["loss"].detach()), "n": _batch_size(samples)}]
+        return [{"loss": float(output["loss"].detach()), "n": batch_size_of(samples)}]
 
     def before_evaluation(self, model: BaseModel, dataset: BaseDataset, **kwargs: Any) -> None:
         unwrapped = getattr(model, "module", model)
@@ -82,16 +82,6 @@ class BaseTask:
         path = folder / f"{split}_epoch{epoch}.json"
         path.write_text(json.dumps(results, indent=1, default=_jsonable), encoding="utf-8")
         return path
-
-
-def _batch_size(samples: Any) -> int:
-    if isinstance(samples, dict):
-        for value in samples.values():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                return int(value.shape[0])
-            if isinstance(value, (list, tuple)):
-                return len(value)
-    return 1
 
 
 def _jsonable(value: Any) -> Any:

@@ -242,15 +242,5 @@ def move_to_device(samples: Any, device: torch.device) -> Any:
     return samples
 
 
-def batch_size_of(samples: Any) -> int:
-    if isinstance(samples, Mapping):
-        for value in samples.values():
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                return int(value.shape[0])
-            if isinstance(value, (list, tuple)):
-                return len(value)
-    return 1
-
-
 def _mix(seed: int, epoch: int, rank: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 10_007 + int(rank)) % (2**63)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mm_core.base.dataset import batch_size_of
 from mm_core.engine.checkpoint import (
     CheckpointStore,
     capture_rng,
@@ -32,7 +33,7 @@ from mm_core.engine.checkpoint import (
     resolve_checkpoint_dir,
     restore_rng,
 )
-from mm_core.engine.data import TrainStream, batch_size_of, concat_train_splits, move_to_device
+from mm_core.engine.data import TrainStream, concat_train_splits, move_to_device
 from mm_core.engine.distributed import DistContext, init_distributed
 from mm_core.engine.evaluation import evaluate_split
 from mm_core.engine.guards import StopSignals, check_finite, preflight_output_dir
