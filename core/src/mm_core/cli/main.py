@@ -107,8 +107,10 @@ def _help_text() -> str:
         "",
         "commands:",
     ]
-    for name, (_, help_text) in sorted(_commands().items()):
-        lines.append(f"  {name:<12} {help_text}")
+    commands = _commands()
+    width = max(len(name) for name in commands) + 2
+    for name, (_, help_text) in sorted(commands.items()):
+        lines.append(f"  {name:<{width}}{help_text}")
     lines += [
         "",
         "options of a run:",
