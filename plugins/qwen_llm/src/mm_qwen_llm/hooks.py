@@ -47,16 +47,22 @@ def register_datasets() -> dict:
     }
 
 
+#: Generation settings MiniGPT4-Qwen's training YAMLs carry in ``run`` (read by chat/generate).
+GENERATION_RUN_KEYS = {"max_new_tokens": "int", "min_new_tokens": "int", "num_beams": "int",
+                       "max_len": "int", "min_len": "int"}
+
+
 @hookimpl
 def register_tasks() -> dict:
     return {
         "image_text_pretrain": {
             "target": "mm_qwen_llm.task:ImageTextPretrainTask",
             "description": "train on the model's language-modelling loss; optional validation loss",
-            "run_keys": {},
+            "run_keys": GENERATION_RUN_KEYS,
         },
         "deepspeed_image_text_pretrain": {"target": "mm_qwen_llm.task:ImageTextPretrainTask",
-                                          "description": "MiniGPT4-Qwen's name for image_text_pretrain"},
+                                          "description": "MiniGPT4-Qwen's name for image_text_pretrain",
+                                          "run_keys": GENERATION_RUN_KEYS},
     }
 
 
