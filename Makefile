@@ -25,8 +25,11 @@ $(STAMP): core/pyproject.toml plugins/*/pyproject.toml requirements-dev.txt
 	$(PY) -m pip install -q $(TORCH_PINS) $(PACKAGES) -r requirements-dev.txt
 	touch $(STAMP)
 
+# A fresh run each time (metrics.jsonl appends; an old run's events would mix into the report).
 demo: $(STAMP)
+	rm -rf output/quickstart
 	$(VENV)/bin/mmrun --config examples/quickstart.yaml
+	$(VENV)/bin/mmrun report output/quickstart
 
 # Debian's chromium for the web-page test (never `playwright install`: it downloads browsers).
 browser:
