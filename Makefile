@@ -23,6 +23,8 @@ $(STAMP): core/pyproject.toml plugins/*/pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q $(TORCH_PINS) $(PACKAGES) -r requirements-dev.txt
+	# DeepSpeed is an sdist that imports torch to build: build it against the venv's torch, no C++ ops
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(TORCH_PINS) 'deepspeed>=0.15'
 	touch $(STAMP)
 
 # A fresh run each time (metrics.jsonl appends; an old run's events would mix into the report).
