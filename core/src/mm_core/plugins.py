@@ -110,6 +110,8 @@ class PluginHost:
             except Exception as exc:
                 self.infos[module_name] = PluginInfo(module_name, module_name, None, None, "failed", _describe(exc))
                 continue
+            if self.pm.is_registered(module):
+                continue  # also installed: its entry point already registered it
             self.register(module, name=module_name)
 
     # -- registration ------------------------------------------------------------------

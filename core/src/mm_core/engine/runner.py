@@ -434,6 +434,13 @@ class Runner:
                                   hint="to start from weights only, use model.load_checkpoint / the model's options")
         self.load_model_weights(path)
         state = read_training_state(path)
+        if not state.get("optimizer"):
+            raise CheckpointError(
+                f"{path} holds no optimizer state for {type(self).__name__} (it was written by another "
+                "runner, e.g. deepspeed_runner, whose optimizer state lives in its own folder)",
+                hint="resume with the runner that wrote it, or start a new run from its weights "
+                "(model.load_checkpoint / run.evaluate)",
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
