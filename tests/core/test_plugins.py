@@ -192,3 +192,9 @@ def test_plugins_registered_in_code_can_be_removed(toy_plugin):
     with plugin_registered(Extra(), name="extra"):
         assert "extra_proc" in get_registry().names("processors")
     assert "extra_proc" not in get_registry().names("processors")
+
+
+def test_plugin_module_named_in_the_environment_and_installed_loads_once(site):
+    result = run_mmrun(["plugins"], mm_env([site], MM_PLUGIN_MODULES="mm_toy.hooks"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("models: toy_regressor") == 1
