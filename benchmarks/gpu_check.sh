@@ -14,7 +14,9 @@
 # Installing: the repository's code runs from source (PYTHONPATH, plugins named in
 # MM_PLUGIN_MODULES), so only third-party packages are installed, and only those missing from the
 # Python that runs this (a venv with --system-site-packages reuses a preinstalled CUDA torch).
-# Without network access, every missing package must be preinstalled.
+# Without network access, preinstall what is missing, or carry the files and point pip at them:
+#   pip download --no-deps -d wheels deepspeed hjson msgpack ninja py-cpuinfo einops nvidia-ml-py
+#   PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/wheels bash benchmarks/gpu_check.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +25,8 @@ VENV="${VENV:-/tmp/mm-gpu-venv}"
 WORK="${WORK:-/tmp/mm-gpu-check}"
 RESULTS="${RESULTS:-${OUT:-$ROOT/benchmarks/results}}"
 STEPS="${STEPS:-30}"
+CONFIGS="${CONFIGS:-tiny mid}"
+DEVICE="${DEVICE:-cuda}"   # DEVICE=cpu CONFIGS=tiny STEPS=10 checks the script itself on a CPU machine
 START=$(date +%s)
 mkdir -p "$WORK" "$RESULTS"
 
@@ -43,21 +47,24 @@ for spec in "torch:torch" "torchvision:torchvision" "transformers:transformers>=
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
-  "$PY" -m pip install -q "${missing[@]}"
+  "$PY" -m pip install -q "${missing[@]}" || { log "cannot install ${missing[*]} (no network? see the header)"; exit 2; }
 fi
 if ! "$PY" -c "import deepspeed" 2>/dev/null; then
   log "installing deepspeed (sdist built against this torch, no ops pre-compiled)"
-  DS_BUILD_OPS=0 "$PY" -m pip install -q --no-build-isolation "deepspeed>=0.15"
+  DS_BUILD_OPS=0 "$PY" -m pip install -q --no-build-isolation "deepspeed>=0.15" \
+    || { log "cannot install deepspeed (no network? see the header)"; exit 2; }
 fi
-"$PY" - <<'EOF'
-import torch, deepspeed, transformers
-assert torch.cuda.is_available(), "no CUDA device visible"
+"$PY" - "$DEVICE" <<'EOF'
+import sys, torch, deepspeed, transformers
+assert sys.argv[1] == "cpu" or torch.cuda.is_available(), "no CUDA device visible"
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), deepspeed {deepspeed.__version__}, "
-      f"transformers {transformers.__version__}, GPU {torch.cuda.get_device_name(0)}")
+      f"transformers {transformers.__version__}, GPU {gpu}")
 EOF
+if [ "$DEVICE" = cpu ]; then export DS_ACCELERATOR=cpu; fi
 
 export PYTHONPATH="$ROOT/core/src:$ROOT/plugins/blip2/src:$ROOT/plugins/qwen_llm/src${PYTHONPATH:+:$PYTHONPATH}"
-export MM_PLUGIN_MODULES="mm_blip2.hooks,mm_qwen_llm.hooks"
+export MM_PLUGIN_MODULES="mm_blip2.hooks,mm_qwen_llm.hooks" MM_DISABLE_PLUGIN_AUTOLOAD=1
 export MM_CACHE_ROOT="$WORK/cache" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # -- the mid-size LLM: the tiny tokenizer with a larger Qwen2 config ------------------------------
@@ -75,7 +82,7 @@ config.update(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, nu
 EOF
 
 # -- runs ---------------------------------------------------------------------------------------------
-COMMON=(run.runner=deepspeed_runner run.device=cuda run.max_epoch=1 "run.iters_per_epoch=$STEPS"
+COMMON=(run.runner=deepspeed_runner "run.device=$DEVICE" run.max_epoch=1 "run.iters_per_epoch=$STEPS"
         "run.valid_splits=[]" run.log_freq=5 run.ckpt_freq=1 run.num_workers=2
         run.deepspeed_config.zero_optimization.stage=2 run.deepspeed_config.bf16.enabled=true
         run.deepspeed_config.gradient_clipping=1.0 run.deepspeed_config.steps_per_print=100000)
@@ -97,21 +104,25 @@ run_config() {
 }
 
 status=0
-run_config tiny "${TINY[@]}" || status=1
-run_config mid "${MID[@]}" || status=1
+for name in $CONFIGS; do
+  if [ "$name" = tiny ]; then run_config tiny "${TINY[@]}" || status=1; fi
+  if [ "$name" = mid ]; then run_config mid "${MID[@]}" || status=1; fi
+done
 
 # -- summary ------------------------------------------------------------------------------------------
-"$PY" - "$WORK" "$RESULTS" "$(($(date +%s) - START))" <<'EOF'
+"$PY" - "$WORK" "$RESULTS" "$(($(date +%s) - START))" $CONFIGS <<'EOF'
 import json, sys, time
 from pathlib import Path
 import torch
 work, results, wall = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 rows = []
-for name in ("tiny", "mid"):
+for name in sys.argv[4:]:
     path = work / f"out_{name}" / "metrics.jsonl"
     if not path.is_file():
         rows.append({"config": name, "status": "failed"}); continue
     train = [e for e in map(json.loads, filter(None, path.read_text().splitlines())) if e["type"] == "train"]
+    if not train:
+        rows.append({"config": name, "status": "no train events (STEPS < log_freq 5?)"}); continue
     steady = train[1:] or train  # the first window includes start-up and CUDA warm-up
     rows.append({
         "config": name, "status": "ok", "steps": train[-1]["step"],
@@ -119,7 +130,7 @@ for name in ("tiny", "mid"):
         "peak_memory_mb": round(max(e.get("max_memory_mb") or 0 for e in train)),
         "loss_first": round(train[0]["loss"], 4), "loss_last": round(train[-1]["loss"], 4),
     })
-info = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
+info = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (cpu)", "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
         "zero_stage": 2, "precision": "bf16", "wall_s": wall}
 (results / "gpu_check.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
 header = list(rows[0])

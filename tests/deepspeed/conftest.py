@@ -2,7 +2,8 @@
 ... mmrun``) in a subprocess, reading a run's metrics and checkpoints.
 
 DeepSpeed runs on the CPU accelerator with gloo; the runner passes a torch AdamW to
-``deepspeed.initialize``, so no C++ op is compiled.
+``deepspeed.initialize``, so no C++ op is compiled. Modules that train skip themselves when
+DeepSpeed (an optional dependency: ``mm-core[deepspeed]``) is not installed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-pytest.importorskip("deepspeed", reason="DeepSpeed is an optional dependency: pip install 'mm-core[deepspeed]'")
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_SRC = REPO / "tests" / "plugins" / "mm_toy" / "src"

@@ -67,7 +67,6 @@ class DeepSpeedRunner(Runner):
         self.precision = Precision(self.ctx.device.type, dtype, None)
         self.engine: Any = None
         self._consolidated: dict[str, torch.Tensor] | None = None
-        self._pending_rng: list[Any] | None = None
 
     # -- plan ----------------------------------------------------------------------------
     def plan(self) -> list[int]:
@@ -147,11 +146,10 @@ class DeepSpeedRunner(Runner):
         self.engine.save_checkpoint(str(self.ds_root), tag=tag, client_state=client_state, save_latest=True,
                                     exclude_frozen_parameters=True)
         self._consolidated = consolidated_trainable_state(self.model)  # collective under ZeRO-3
-        self._pending_rng = rng_states
         try:
             saved = super().save_checkpoint(best)
         finally:
-            self._consolidated = self._pending_rng = None
+            self._consolidated = None
         if self.ctx.is_main:
             self._prune_deepspeed_dirs()
         return saved
@@ -190,6 +188,16 @@ class DeepSpeedRunner(Runner):
         for path in self.ds_root.iterdir():
             if path.is_dir() and path.name not in keep:
                 shutil.rmtree(path, ignore_errors=True)
+
+    def load_model_weights(self, path: Path) -> None:
+        """Under ZeRO-3 the parameters are partitioned: gather them, load on rank 0, re-partition."""
+        if self.engine is None or self.plan_ds.stage < 3:
+            return super().load_model_weights(path)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=0):
+            if self.ctx.is_main:
+                super().load_model_weights(path)
 
     def setup_training(self) -> list[int]:
         epochs = super().setup_training()
