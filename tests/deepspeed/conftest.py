@@ -8,31 +8,26 @@ DeepSpeed (an optional dependency: ``mm-core[deepspeed]``) is not installed.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-TOY_SRC = REPO / "tests" / "plugins" / "mm_toy" / "src"
+from ..engine.conftest import (  # noqa: F401 (shared with the engine tests)
+    REPO,
+    TOY_SRC,
+    checkpoint_dir,
+    load_weights,
+    read_events,
+    toy_mse,
+    write_split,
+)
+from ..engine.conftest import toy_env as engine_toy_env
+
 BIN = Path(sys.executable).parent
-WEIGHTS = [0.5, -1.0, 2.0, 0.3]
-
-
-def write_split(path: Path, n: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    records = []
-    for _ in range(n):
-        x = [rng.uniform(-1, 1) for _ in WEIGHTS]
-        records.append({"x": x, "y": sum(a * b for a, b in zip(WEIGHTS, x))})
-    path.write_text(json.dumps(records))
-    return path
 
 
 def make_config(folder: Path, ds: dict | None = None, runner: str = "deepspeed_runner",
@@ -63,15 +58,8 @@ def make_config(folder: Path, ds: dict | None = None, runner: str = "deepspeed_r
 
 
 def toy_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "PYTHONPATH": os.pathsep.join([str(TOY_SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "MM_PLUGIN_MODULES": "mm_toy.hooks,mm_toy.lifecycle", "MM_DISABLE_PLUGIN_AUTOLOAD": "1",
-        "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-        "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1",
-    })
-    env.update(extra)
-    return env
+    """The engine tests' toy environment, with DeepSpeed on the CPU."""
+    return engine_toy_env(DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", **extra)
 
 
 def run_mm(config: Path, *options: str, nproc: int = 1, env: dict[str, str] | None = None,
@@ -111,33 +99,6 @@ def in_process():
             os.environ[key] = value
 
 
-def read_events(out: Path, kind: str) -> list[dict]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, filter(None, lines)) if e["type"] == kind]
-
 
 def train_losses(out: Path) -> list[float]:
     return [e["loss"] for e in read_events(out, "train")]
-
-
-def checkpoint_dir(out: Path, pointer: str = "latest") -> Path:
-    return out / "checkpoints" / (out / "checkpoints" / pointer).read_text().strip()
-
-
-def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(ckpt / "model.safetensors"))
-
-
-def toy_mse(weights: dict[str, torch.Tensor], split_file: Path) -> float:
-    """The toy regressor's MSE on a split, computed from raw weights (not through the model)."""
-    records = json.loads(split_file.read_text())
-    x = torch.tensor([r["x"] for r in records], dtype=torch.float64)
-    y = torch.tensor([r["y"] for r in records], dtype=torch.float64)
-    w = {k: v.double() for k, v in weights.items()}
-    h = x @ w["encoder.weight"].T + w["encoder.bias"]
-    h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
-    h = torch.tanh(h * w["norm.weight"] + w["norm.bias"])
-    pred = (h @ w["head.weight"].T + w["head.bias"]).squeeze(-1)
-    return float(((pred - y) ** 2).mean())

@@ -8,11 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import make_config
 
 from mm_core.engine.deepspeed_config import plan_deepspeed
 from mm_core.engine.settings import RunSettings
 from mm_core.errors import ConfigError
+
+from .conftest import make_config
 
 CONFIGS = Path(__file__).parent / "configs"
 

@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is optional: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed")
 
-from conftest import REPO, checkpoint_dir, load_weights, train_losses
+from .conftest import REPO, checkpoint_dir, load_weights, train_losses
 
 pytest.importorskip("mm_qwen_llm", reason="needs mm-plugin-qwen-llm")
 

@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is optional: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed")
 
-from conftest import checkpoint_dir, load_weights, make_config, read_events, run_mm, toy_env, toy_mse, train_losses
+from .conftest import checkpoint_dir, load_weights, make_config, read_events, run_mm, toy_env, toy_mse, train_losses
 
 # 32 training records, micro-batch 4, 2 micro-batches per step: 4 steps per epoch on one process
 # (2 on two), 2 epochs; checkpoints every 3 steps land mid-epoch.
