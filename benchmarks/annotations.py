@@ -98,6 +98,7 @@ def child(mode: str, side: str, path: str) -> dict:
     import time
 
     import torch  # noqa: F401  both sides start from the same imports
+
     from mm_datasets_coco.caption_datasets import CaptionDataset  # noqa: F401
 
     before = _status_kb("VmRSS")

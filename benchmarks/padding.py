@@ -35,7 +35,7 @@ import torch
 MAX_TXT_LEN = 512
 NUM_QUERY_TOKEN = 32
 BATCH = 8
-BATCHES = int(os.environ.get("MM_BENCH_PADDING_BATCHES", "8"))
+BATCHES = int(os.environ.get("MM_BENCH_PADDING_BATCHES", "12"))
 REPEATS = int(os.environ.get("MM_BENCH_PADDING_REPEATS", "2"))
 WORDS = ("the red circle is on a white background and a small blue square sits in the top left corner of "
          "picture while green triangle shape color image describe detail large star line dot").split()

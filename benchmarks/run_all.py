@@ -18,12 +18,16 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["startup", "runner_overhead", "padding", "annotations", "scaling", "feature_cache"]
 
 
-def machine() -> dict:
+def machine(load_before: tuple[float, ...]) -> dict:
+    """The machine, and its load average (1/5/15 min) before and after the run: on a shared
+    machine absolute numbers move with the load; the side-by-side ratios much less."""
     import torch
 
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load_avg_before": " ".join(f"{v:.1f}" for v in load_before),
+            "load_avg_after": " ".join(f"{v:.1f}" for v in os.getloadavg())}
 
 
 def render(results: list[dict], info: dict) -> str:
@@ -45,6 +49,8 @@ def render(results: list[dict], info: dict) -> str:
 
 def main(names: list[str]) -> int:
     sys.path.insert(0, str(HERE))
+    load_before = os.getloadavg()
+    started = time.perf_counter()
     results = []
     for name in names or BENCHMARKS:
         if not (HERE / f"{name}.py").exists():
@@ -54,7 +60,8 @@ def main(names: list[str]) -> int:
         result = importlib.import_module(name).run()
         result["seconds"] = round(time.perf_counter() - start, 1)
         results.append(result)
-    info = machine()
+    info = machine(load_before)
+    info["total_s"] = round(time.perf_counter() - started, 1)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))

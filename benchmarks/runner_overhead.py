@@ -6,14 +6,15 @@ Sides (same model config and init seed, same AdamW parameter groups, batch 8, on
   (LLM trainable) on the generated ``minigpt4_instruction`` shapes data, images decoded and
   transformed by the run's data pipeline; ``num_workers`` 1 (loading overlaps compute, as one would
   train) and 0 (everything in the training process). Throughput is read from ``metrics.jsonl``
-  between the first and the last logged step, so building the model, the first ``log_freq``
-  (warm-up) steps and the final checkpoint are not counted.
+  of each window between two logged steps after the first, so building the model, the first
+  ``log_freq`` (warm-up) steps and the final checkpoint are not counted.
 * ``bare loop``: forward / backward / ``optimizer.step`` / ``zero_grad`` over batches collated
   beforehand (no data loading at all: the issue's reference), after the same warm-up steps; and
   the same loop reading the same DataLoader as the run with 0 workers, which isolates the
   runner's own per-step cost from the cost of loading data.
 
-The sides alternate, ``REPEATS`` times; medians are compared. Target (issue 10): mm run / bare
+The sides alternate, ``REPEATS`` times; the medians over all windows (of ``log_freq`` steps) of a
+side are compared, which a burst of load on a shared machine moves less than whole-run means. Target (issue 10): mm run / bare
 loop over pre-collated batches >= 0.95.
 
     python benchmarks/runner_overhead.py        # or `make bench`
@@ -48,8 +49,8 @@ def options(out: Path, workers: int) -> list[str]:
     ]
 
 
-def mm_throughput(out: Path, workers: int) -> float:
-    """Samples/s of a full run between its first and last logged step."""
+def mm_throughput(out: Path, workers: int) -> list[float]:
+    """Samples/s of each logging window (``log_freq`` steps) of a full run after the first."""
     from mm_core.config.loader import load_config
     from mm_core.engine.run import run_config
 
@@ -57,8 +58,7 @@ def mm_throughput(out: Path, workers: int) -> float:
         raise SystemExit("the mm run failed")
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [e for e in events if e["type"] == "train"]
-    first, last = train[0], train[-1]
-    return (last["step"] - first["step"]) * BATCH / (last["wall_time"] - first["wall_time"])
+    return [(b["step"] - a["step"]) * BATCH / (b["wall_time"] - a["wall_time"]) for a, b in zip(train, train[1:])]
 
 
 def build(out: Path):
@@ -79,18 +79,23 @@ def build(out: Path):
     return model.train(), optimizer, dataset
 
 
-def bare_throughput(model, optimizer, batches) -> float:
-    """The loop a PyTorch user writes by hand; ``batches`` is a list or an iterable (a loader)."""
+def bare_throughput(model, optimizer, batches) -> list[float]:
+    """The loop a PyTorch user writes by hand; ``batches`` is a list or an iterable (a loader).
+    Samples/s of each window of ``WARMUP`` steps after the first, as the run's log windows."""
     iterator = iter(batches)
-    start = 0.0
+    windows, start = [], 0.0
     for step in range(STEPS):
-        if step == WARMUP:
-            start = time.perf_counter()
+        if step % WARMUP == 0:
+            now = time.perf_counter()
+            if step > WARMUP - 1 and start:
+                windows.append(WARMUP * BATCH / (now - start))
+            start = now if step >= WARMUP else 0.0
         loss = model(next(iterator))["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return (STEPS - WARMUP) * BATCH / (time.perf_counter() - start)
+    windows.append(WARMUP * BATCH / (time.perf_counter() - start))
+    return windows
 
 
 def loader_of(dataset, seed: int):
@@ -111,13 +116,13 @@ def run() -> dict:
         previous = os.environ.get("MM_CACHE_ROOT")
         os.environ["MM_CACHE_ROOT"] = str(Path(tmp) / "cache")
         try:
-            model, optimizer, dataset = build(Path(tmp) / "bare")
-            precollated = list(loader_of(dataset, 0))[:STEPS]
-            for repeat in range(REPEATS):  # the sides alternate
-                samples[sides[0]].append(mm_throughput(Path(tmp) / f"w1_{repeat}", 1))
-                samples[sides[2]].append(bare_throughput(model, optimizer, precollated))
-                samples[sides[1]].append(mm_throughput(Path(tmp) / f"w0_{repeat}", 0))
-                samples[sides[3]].append(bare_throughput(model, optimizer, loader_of(dataset, repeat)))
+            for repeat in range(REPEATS):  # the sides alternate; every side starts from a fresh model
+                samples[sides[0]] += mm_throughput(Path(tmp) / f"w1_{repeat}", 1)
+                model, optimizer, dataset = build(Path(tmp) / "bare")
+                samples[sides[2]] += bare_throughput(model, optimizer, list(loader_of(dataset, repeat))[:STEPS])
+                samples[sides[1]] += mm_throughput(Path(tmp) / f"w0_{repeat}", 0)
+                model, optimizer, dataset = build(Path(tmp) / "bare")
+                samples[sides[3]] += bare_throughput(model, optimizer, loader_of(dataset, repeat))
         finally:
             logging.disable(logging.NOTSET)
             if previous is None:
@@ -127,7 +132,8 @@ def run() -> dict:
     medians = {name: statistics.median(values) for name, values in samples.items()}
     reference = medians["bare loop, pre-collated"]
     rows = [{"side": name, "median_samples_per_s": round(medians[name], 1),
-             "runs": " ".join(f"{v:.1f}" for v in samples[name]),
+             "windows": len(samples[name]),
+             "p25_p75": f"{statistics.quantiles(samples[name], n=4)[0]:.1f}-{statistics.quantiles(samples[name], n=4)[2]:.1f}",
              "ratio_to_bare_precollated": round(medians[name] / reference, 3)} for name in sides]
     ratio = medians[sides[0]] / reference
     return {

@@ -7,9 +7,10 @@ import random
 
 import pytest
 import torch
+from torch.utils.data import Dataset
+
 from mm_core.engine.data import LengthGroupedSampler, ResumableSampler, TrainStream
 from mm_core.errors import ConfigError
-from torch.utils.data import Dataset
 
 
 class Sized(Dataset):

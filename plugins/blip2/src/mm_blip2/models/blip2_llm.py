@@ -19,13 +19,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from mm_core.base.llm import IMAGE_MARK, BaseLLM, Conversation
-from mm_core.base.model import config_value
-from mm_core.errors import ConfigError, DataError
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mm_blip2.models.blip2 import Blip2Base
+from mm_blip2.models.feature_cache import FrozenFeatureCache
+from mm_core.base.llm import IMAGE_MARK, BaseLLM, Conversation
+from mm_core.base.model import config_value
+from mm_core.errors import ConfigError, DataError
 
 DEFAULT_PROMPT = f"{IMAGE_MARK} Describe this image briefly."
 
@@ -35,7 +36,10 @@ class Blip2LLM(Blip2Base):
 
     Options beyond :class:`~mm_blip2.models.blip2.Blip2Base`'s: ``llm`` (``name`` + backend
     options), ``freeze_proj``, ``max_txt_len`` (token budget of one training sample),
-    ``prompt`` (user turn of caption-style samples; a list is sampled from during training).
+    ``prompt`` (user turn of caption-style samples; a list is sampled from during training),
+    ``cache_image_features`` (off by default; with the vision tower and Q-Former frozen and the
+    eval transform, reuse their outputs for images seen before — see
+    :mod:`mm_blip2.models.feature_cache`) and ``image_feature_cache_size`` (most images kept).
     Subclasses adapt other config layouts by overriding :meth:`llm_config`.
     """
 
@@ -49,6 +53,9 @@ class Blip2LLM(Blip2Base):
         self.apply_freezing(cfg)
         if config_value(cfg, "freeze_proj", False):
             self.freeze(self.llm_proj)
+        self.feature_cache: FrozenFeatureCache | None = None
+        if config_value(cfg, "cache_image_features", False):
+            self.feature_cache = FrozenFeatureCache(int(config_value(cfg, "image_feature_cache_size", 100_000)))
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -78,7 +85,12 @@ class Blip2LLM(Blip2Base):
     # -- images -----------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, num_query_token, llm hidden): the LLM-space image tokens."""
-        queries, _ = self.query_image(images.to(self.device))
+        images = images.to(self.device)
+        cache = self.feature_cache
+        if cache is not None and cache.usable([self.visual_encoder, self.ln_vision, self.qformer, self.query_tokens]):
+            queries = cache.lookup(images, lambda subset: self.query_image(subset)[0])
+        else:
+            queries, _ = self.query_image(images)
         return self.llm_proj(queries)
 
     def _image_tokens(self, image: Any, batch_size: int) -> list[torch.Tensor]:
