@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mm_avsd_dialogue.sample_data import make_sample_data
 
 VIDEOS = {"train": 4, "val": 2, "test": 2}

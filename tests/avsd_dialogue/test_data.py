@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from mm_avsd_dialogue.dataset import AVSDDialogueDataset, read_dialogs
 from mm_avsd_dialogue.sample_data import FEATURE_DIMS, make_sample_data
 from mm_core.errors import DataError

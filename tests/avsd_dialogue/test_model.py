@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from mm_avsd_dialogue.model import GPTDialogue
 from omegaconf import OmegaConf
+
+from mm_avsd_dialogue.model import GPTDialogue
 
 
 def _batch(dataset, indices):
@@ -127,9 +128,10 @@ def test_beam_search_respects_min_and_max_length(splits: dict, tiny_model: GPTDi
 
 def test_base_type_loads_gpt2_from_a_directory(tmp_path: Path) -> None:
     """model_type base reads GPT-2 from a hub id or a directory; a directory works offline."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     from mm_avsd_dialogue.tokenizer import load_tokenizer
     from mm_core.config.loader import load_model_defaults
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(vocab_size=505, n_embd=32, n_layer=1, n_head=2, n_positions=128)).save_pretrained(tmp_path / "gpt2")
@@ -146,8 +148,9 @@ def test_base_type_loads_gpt2_from_a_directory(tmp_path: Path) -> None:
 
 
 def test_loads_lavis_checkpoint_keys(tmp_path: Path, tiny_model: GPTDialogue) -> None:
-    from mm_core.api import load_model
     from safetensors.torch import save_file
+
+    from mm_core.api import load_model
 
     lavis_state = {k.removeprefix("gpt."): v.clone() for k, v in tiny_model.state_dict().items()}
     assert "transformer.wte.weight" in lavis_state and "video_ff.weight" in lavis_state

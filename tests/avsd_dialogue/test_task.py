@@ -7,9 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
+
 from mm_avsd_dialogue.metrics import score_answers
 from mm_avsd_dialogue.task import DialogueTask
-from omegaconf import OmegaConf
 
 
 @pytest.fixture

@@ -11,10 +11,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from mm_core.base.llm import IGNORE_INDEX, IMAGE_MARK, BaseLLM
-from mm_core.hookspecs import hookimpl
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.generation.streamers import TextStreamer
+
+from mm_core.base.llm import IGNORE_INDEX, IMAGE_MARK, BaseLLM
+from mm_core.hookspecs import hookimpl
 
 MM_API_VERSION = "1.0"
 SPECIALS = ["<pad>", "<unk>", "<|user|>", "<|assistant|>", "<|end|>", "<|image|>"]

@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def test_llm_plugin():
     """Registers the ``tiny_gpt2`` backend (tests/blip2/blip2_testllm.py) for one test."""
     import blip2_testllm
+
     from mm_core.plugins import plugin_registered
 
     with plugin_registered(blip2_testllm, name="blip2-test-llm") as info:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from omegaconf import OmegaConf
+
 from mm_core.config.loader import load_model_defaults
 from mm_core.registry import get_registry
-from omegaconf import OmegaConf
 
 
 def tiny_cfg(**overrides):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from mm_core.api import load_model_and_preprocess
 from PIL import Image
+
+from mm_core.api import load_model_and_preprocess
 
 
 def test_extracts_three_modes_and_similarity():

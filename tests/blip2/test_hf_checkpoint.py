@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
-from mm_blip2.checkpoints import load_hf_checkpoint
 from safetensors.torch import save_file
-from .test_lavis_checkpoint import tiny_extractor
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, Blip2VisionConfig, Blip2VisionModel
+
+from mm_blip2.checkpoints import load_hf_checkpoint
+
+from .test_lavis_checkpoint import tiny_extractor
 
 
 def test_hf_blip2_directory(tmp_path):

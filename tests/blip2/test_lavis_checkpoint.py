@@ -8,11 +8,12 @@ import lavis_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+
 from mm_blip2.checkpoints import load_lavis_state_dict
 from mm_core.config.loader import load_model_defaults
 from mm_core.errors import CheckpointError
 from mm_core.registry import get_registry
-from omegaconf import OmegaConf
 
 
 def tiny_extractor(**overrides):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from mm_blip2.processors import CLIP_MEAN, CLIP_STD
 from mm_core.api import load_processor
-from PIL import Image
 
 
 @pytest.fixture

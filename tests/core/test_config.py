@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from ..conftest import mm_env, run_mmrun
 from omegaconf import OmegaConf
 
 from mm_core.config.loader import load_config
 from mm_core.errors import ConfigError
+
+from ..conftest import mm_env, run_mmrun
 
 RUN = """
 model:

@@ -4,11 +4,12 @@ mmrun sub-commands."""
 from __future__ import annotations
 
 import pytest
-from ..conftest import mm_env, run_mmrun
 
 from mm_core.hookspecs import hookimpl
 from mm_core.plugins import plugin_registered
 from mm_core.registry import get_registry
+
+from ..conftest import mm_env, run_mmrun
 
 
 class _TaskAndCommand:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from ..conftest import REPO, mm_env, run_mmrun
 from .test_plugins import pip_install_target
 

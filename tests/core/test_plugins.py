@@ -10,9 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from ..conftest import TOY_PROJECT, mm_env, run_mmrun
 
 from mm_core.plugins import PluginHost, plugin_registered
+
+from ..conftest import TOY_PROJECT, mm_env, run_mmrun
 
 pytestmark = pytest.mark.timeout(300)
 

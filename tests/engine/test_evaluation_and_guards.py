@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import torch
+
 from .conftest import checkpoint_dir, load_weights, make_config, mm_command, read_events, toy_env, toy_mse
 
 SPLITS = {"train": 64, "dev": 16, "test": 16}

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+
 from .conftest import (
     checkpoint_dir,
     finish,

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import yaml
+
 from .conftest import checkpoint_dir, fresh_dir, load_weights, make_config, read_events, run_mm, toy_mse
 
 
@@ -65,8 +66,9 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, in_process):
 
 
 def test_optimizer_groups_skip_weight_decay_on_biases_and_norms():
-    from mm_core.engine.optim import param_groups
     from torch import nn
+
+    from mm_core.engine.optim import param_groups
 
     model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 1))
     groups = param_groups(model, weight_decay=0.05)

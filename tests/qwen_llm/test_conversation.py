@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from .qwen_chatml_reference import IGNORE, IMAGE_MARK, reference_layout
 
 from mm_core.errors import DataError
+
+from .qwen_chatml_reference import IGNORE, IMAGE_MARK, reference_layout
 
 N = 4  # placeholder tokens per image (num_query_token)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from .conftest import EXAMPLE, mmrun, train_losses
 from safetensors.torch import load_file
 
 from mm_core.config.loader import load_config
 from mm_core.engine.checkpoint import resolve_checkpoint_dir
 from mm_core.registry import get_registry
+
+from .conftest import EXAMPLE, mmrun, train_losses
 
 LORA = ["model.freeze_llm=true", "model.get_lora=true"]
 

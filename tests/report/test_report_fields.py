@@ -98,6 +98,7 @@ def test_a_folder_that_is_not_a_run_is_an_error(tmp_path):
 def test_vqa_results_find_question_answers_and_image_in_the_annotations(caption_run, tmp_path, monkeypatch):
     """Results as the coco plugin's vqa task saves them: ``[{"question_id", "answer"}]``."""
     import yaml
+
     from mm_core.report import write_report
 
     cache = caption_run["cache"]

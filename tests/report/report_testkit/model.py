@@ -3,8 +3,9 @@ images; its loss has two terms (``loss_colour``, ``loss_count``) so the report h
 curves to draw. It captions an image as "<number> <colour> shapes"."""
 
 import torch
-from mm_core.base.model import BaseModel
 from torch import nn
+
+from mm_core.base.model import BaseModel
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 COUNTS = ["one", "two", "three"]

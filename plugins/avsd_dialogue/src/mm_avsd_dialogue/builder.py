@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mm_avsd_dialogue.dataset import AVSDDialogueDataset, AVSDDialogueEvalDataset
 from mm_core.base.builder import BaseDatasetBuilder, _files_of
 from mm_core.base.dataset import BaseDataset
 from mm_core.download import resolve_storage
 from mm_core.errors import ConfigError, DataError
-
-from mm_avsd_dialogue.dataset import AVSDDialogueDataset, AVSDDialogueEvalDataset
 
 
 class AVSDDialogueBuilder(BaseDatasetBuilder):

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mm_core.base.dataset import BaseDataset
-from mm_core.errors import ConfigError, DataError
 from torch.nn.utils.rnn import pad_sequence
 
 from mm_avsd_dialogue.dialogue_processor import IGNORE_INDEX
+from mm_core.base.dataset import BaseDataset
+from mm_core.errors import ConfigError, DataError
 
 
 def read_dialogs(path: str | Path) -> list[dict[str, Any]]:

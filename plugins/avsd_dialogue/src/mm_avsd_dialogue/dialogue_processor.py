@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from mm_core.base.processor import BaseProcessor
 from omegaconf import DictConfig, OmegaConf
 
 from mm_avsd_dialogue.tokenizer import load_tokenizer, special_token_ids
+from mm_core.base.processor import BaseProcessor
 
 #: Label of positions that carry no loss (PyTorch's ``cross_entropy`` default).
 IGNORE_INDEX = -100

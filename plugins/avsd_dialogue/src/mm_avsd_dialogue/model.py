@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mm_core.base.model import BaseModel, config_value
-from mm_core.errors import ConfigError, DataError
 from omegaconf import DictConfig
 from torch import nn
 
 from mm_avsd_dialogue.dialogue_processor import IGNORE_INDEX
 from mm_avsd_dialogue.tokenizer import load_tokenizer, special_token_ids
+from mm_core.base.model import BaseModel, config_value
+from mm_core.errors import ConfigError, DataError
 
 
 class GPTDialogue(BaseModel):

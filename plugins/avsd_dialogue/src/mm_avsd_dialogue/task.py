@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mm_core.base.task import BaseTask
 from omegaconf import DictConfig
 
 from mm_avsd_dialogue.metrics import score_answers, start_meteor
+from mm_core.base.task import BaseTask
 
 GENERATION_DEFAULTS = {"num_beams": 5, "max_len": 20, "min_len": 1}
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from mm_core.base.dataset import resolve_inside
-from mm_core.base.processor import BaseProcessor
-from mm_core.errors import ConfigError, DataError
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mm_avsd_dialogue.sample_data import FEATURE_DIMS
 from mm_avsd_dialogue.tokenizer import load_tokenizer
+from mm_core.base.dataset import resolve_inside
+from mm_core.base.processor import BaseProcessor
+from mm_core.errors import ConfigError, DataError
 
 
 class GPTVideoFeatureProcessor(BaseProcessor):

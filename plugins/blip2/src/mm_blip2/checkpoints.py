@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from mm_core.base.model import LoadReport
-from mm_core.errors import CheckpointError
 from timm.layers import resample_abs_pos_embed
 from torch import nn
+
+from mm_core.base.model import LoadReport
+from mm_core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 

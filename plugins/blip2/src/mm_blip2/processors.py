@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from mm_core.base.processor import BaseProcessor
 from omegaconf import DictConfig
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
+
+from mm_core.base.processor import BaseProcessor
 
 #: OpenAI CLIP's normalisation, used by LAVIS' BLIP and BLIP-2 processors.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -14,13 +14,14 @@ from functools import partial
 from typing import Any
 
 import torch
-from mm_core.base.model import BaseModel, LoadReport, config_value
-from mm_core.errors import ConfigError
 from omegaconf import DictConfig, OmegaConf
 from timm.layers import LayerNormFp32
 from timm.models.eva import Eva
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+from mm_core.base.model import BaseModel, LoadReport, config_value
+from mm_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mm_core.base.model import config_value
-from mm_core.errors import DataError
 from omegaconf import DictConfig
 from torch import nn
 from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
 from mm_blip2.models.blip2 import Blip2Base
 from mm_blip2.text_tokenizer import build_text_tokenizer
+from mm_core.base.model import config_value
+from mm_core.errors import DataError
 
 MODES = ("image", "text", "multimodal")
 
