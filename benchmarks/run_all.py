@@ -47,6 +47,15 @@ def render(results: list[dict], info: dict) -> str:
     return "\n".join(lines)
 
 
+def merge_results(path: Path, fresh: list[dict]) -> list[dict]:
+    """The results in ``path`` with the benchmarks in ``fresh`` replaced (order of BENCHMARKS)."""
+    previous = json.loads(path.read_text())["results"] if path.exists() else []
+    by_name = {r["benchmark"]: r for r in previous}
+    by_name.update({r["benchmark"]: r for r in fresh})
+    order = {name: i for i, name in enumerate(BENCHMARKS)}
+    return sorted(by_name.values(), key=lambda r: order.get(r["benchmark"], len(order)))
+
+
 def main(names: list[str]) -> int:
     sys.path.insert(0, str(HERE))
     load_before = os.getloadavg()
@@ -64,6 +73,8 @@ def main(names: list[str]) -> int:
     info["total_s"] = round(time.perf_counter() - started, 1)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
+    if names:  # a partial run updates its benchmarks and keeps the others' last results
+        results = merge_results(out / "latest.json", results)
     (out / "latest.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
     (out / "latest.md").write_text(render(results, info))
     print((out / "latest.md").read_text())

@@ -34,6 +34,7 @@ def shapes_copy(shapes_root: Path, tmp_path: Path) -> Path:
 def test_model_plugin():
     """Registers ``shape_captioner`` (coco_testkit) for one test."""
     import coco_testkit.hooks
+
     from mm_core.plugins import plugin_registered
 
     with plugin_registered(coco_testkit.hooks, name="coco_testkit.hooks") as info:

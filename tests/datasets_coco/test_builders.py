@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from coco_helpers import SMALL, caption_config
-from mm_core.errors import DataError
-from mm_datasets_coco.builders import CocoCaptionBuilder, CocoVQABuilder
 from omegaconf import OmegaConf
 from PIL import Image
+
+from mm_core.errors import DataError
+from mm_datasets_coco.builders import CocoCaptionBuilder, CocoVQABuilder
 
 
 def _load(path: Path):

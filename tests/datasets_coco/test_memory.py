@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from mm_datasets_coco.caption_datasets import CaptionDataset
 from PIL import Image
 from torch.utils.data import DataLoader
+
+from mm_datasets_coco.caption_datasets import CaptionDataset
 
 N = 10_000
 

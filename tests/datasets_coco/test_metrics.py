@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from mm_datasets_coco import caption_metrics
 from mm_datasets_coco.caption_metrics import score_captions
 from mm_datasets_coco.vqa_metrics import normalize_answer, vqa_accuracy

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from coco_helpers import SMALL
-from mm_datasets_coco.shapes import BACKGROUNDS, COLOURS, ShapesSpec, write_shapes
 from PIL import Image
+
+from mm_datasets_coco.shapes import BACKGROUNDS, COLOURS, ShapesSpec, write_shapes
 
 
 def _digest(root: Path) -> dict[str, str]:

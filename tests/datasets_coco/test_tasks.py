@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from coco_helpers import HERE, SMALL, shared_helpers
+from omegaconf import OmegaConf
+
 from mm_datasets_coco.caption_metrics import score_captions
 from mm_datasets_coco.vqa_metrics import vqa_accuracy
-from omegaconf import OmegaConf
 
 _shared = shared_helpers()
 mm_env, run_mmrun = _shared.mm_env, _shared.run_mmrun

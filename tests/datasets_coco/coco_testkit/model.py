@@ -6,8 +6,9 @@ for captions, "<colour>" for questions — so its scores rise as it learns.
 """
 
 import torch
-from mm_core.base.model import BaseModel
 from torch import nn
+
+from mm_core.base.model import BaseModel
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 

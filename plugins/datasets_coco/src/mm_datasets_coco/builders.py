@@ -15,12 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from mm_core.base.builder import BaseDatasetBuilder
 from mm_core.base.dataset import BaseDataset
 from mm_core.download import resolve_storage
 from mm_core.errors import ConfigError
-from omegaconf import OmegaConf
-
 from mm_datasets_coco.caption_datasets import CaptionDataset, CaptionEvalDataset
 from mm_datasets_coco.vqa_datasets import VQADataset, VQAEvalDataset
 

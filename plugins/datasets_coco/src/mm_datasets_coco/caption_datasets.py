@@ -8,27 +8,41 @@
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 
-from mm_datasets_coco.compact import Interned, RaggedStrings, StringColumn
+from mm_datasets_coco.column_cache import CachedColumnsMixin
+from mm_datasets_coco.compact import Interned, RaggedStrings, StringColumn, all_of_type
 from mm_datasets_coco.image_dataset import CompactImageDataset, image_id_from_path
 
 
-class CaptionDataset(CompactImageDataset):
+def _field(records: list[dict], key: str) -> list[Any]:
+    """``rec.get(key)`` of every record, in one C-level pass."""
+    return list(map(dict.get, records, repeat(key)))
+
+
+class CaptionDataset(CachedColumnsMixin, CompactImageDataset):
     """Training split: ``{"image", "text_input", "image_id", "instance_id"}`` per caption.
 
     ``image_id`` is the image's position among the split's distinct ``image_id`` values (as in
-    LAVIS), so it batches as a tensor.
+    LAVIS), so it batches as a tensor. ``annotation_cache`` (keyword): see
+    :class:`~mm_datasets_coco.column_cache.CachedColumnsMixin`.
     """
 
+    _cached_columns = {"_images": Interned, "_captions": StringColumn, "_image_ids": Interned}
+
     def _load_records(self, records: list[dict]) -> None:
-        images, captions, image_ids = [], [], []
-        for i, rec in enumerate(records):
-            images.append(self.require(rec, "image", i))
-            captions.append(self.require(rec, "caption", i))
-            image_ids.append(str(rec.get("image_id", rec["image"])))
+        images, captions = _field(records, "image"), _field(records, "caption")
+        if not (all_of_type(images, str) and all_of_type(captions, str)):
+            # the per-record checks, in file order, raise the first bad record's error
+            for i, rec in enumerate(records):
+                self.require(rec, "image", i)
+                self.require(rec, "caption", i)
+        image_ids = list(map(dict.get, records, repeat("image_id"), images))
+        if not all_of_type(image_ids, str):
+            image_ids = list(map(str, image_ids))
         self._images = Interned(images)
         self._captions = StringColumn(captions)
         self._image_ids = Interned(image_ids)
@@ -57,21 +71,22 @@ class CaptionDataset(CompactImageDataset):
         }
 
 
-class CaptionEvalDataset(CompactImageDataset):
+class CaptionEvalDataset(CachedColumnsMixin, CompactImageDataset):
     """Evaluation split: ``{"image", "image_id", "instance_id", "text_references"}`` per image.
 
     ``image_id`` is the number in the image file name (COCO's id), else the record index.
     """
 
+    _cached_columns = {"_images": StringColumn, "_references": RaggedStrings, "_ids": np.ndarray}
+
     def _load_records(self, records: list[dict]) -> None:
-        images, references, ids = [], [], []
-        for i, rec in enumerate(records):
-            image = self.require(rec, "image", i)
-            refs = self.require(rec, "caption", i, (list, str))
-            refs = [refs] if isinstance(refs, str) else [str(r) for r in refs]
-            images.append(image)
-            references.append(refs)
-            ids.append(image_id_from_path(image, i))
+        images, captions = _field(records, "image"), _field(records, "caption")
+        if not (all_of_type(images, str) and set(map(type, captions)) <= {list, str}):
+            for i, rec in enumerate(records):
+                self.require(rec, "image", i)
+                self.require(rec, "caption", i, (list, str))
+        references = [[refs] if isinstance(refs, str) else list(map(str, refs)) for refs in captions]
+        ids = [image_id_from_path(image, i) for i, image in enumerate(images)]
         self._images = StringColumn(images)
         self._references = RaggedStrings(references)
         self._ids = np.asarray(ids, dtype=np.int64)

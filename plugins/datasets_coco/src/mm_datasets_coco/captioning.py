@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mm_core.base.task import BaseTask
 from omegaconf import DictConfig
 
+from mm_core.base.task import BaseTask
 from mm_datasets_coco.generation import GenerationSettings, generate_text
 
 log = logging.getLogger(__name__)

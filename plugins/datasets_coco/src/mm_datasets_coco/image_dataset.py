@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+
 from mm_core.base.dataset import BaseDataset, load_annotation_file, resolve_inside
 from mm_core.errors import ConfigError, DataError
-from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from mm_core.errors import DataError
 
+from mm_core.errors import DataError
 from mm_datasets_coco.compact import Interned, RaggedStrings, StringColumn
 from mm_datasets_coco.image_dataset import CompactImageDataset, _collate_column
 

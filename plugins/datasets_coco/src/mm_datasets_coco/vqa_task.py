@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mm_core.base.task import BaseTask
-from mm_core.errors import ConfigError
 from omegaconf import DictConfig
 
+from mm_core.base.task import BaseTask
+from mm_core.errors import ConfigError
 from mm_datasets_coco.generation import GenerationSettings, generate_text
 
 log = logging.getLogger(__name__)
