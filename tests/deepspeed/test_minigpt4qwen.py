@@ -71,3 +71,16 @@ def test_lora_survives_resume_and_consolidation_and_chats(tmp_path, qwen_run):
         assert torch.equal(state[key].float(), value), key
     answer, history = model.chat("What shape is in the picture?", [], max_new_tokens=4)
     assert isinstance(answer, str) and len(history) == 1
+
+    # and `mmrun chat` answers from it in a subprocess (scripted from stdin)
+    import subprocess
+    import sys
+
+    script = "What shape is in the picture?\n/quit\n"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "mmrun"), "chat", "--config", str(EXAMPLE), "--checkpoint",
+         str(checkpoint_dir(reference)), "--max-new-tokens", "4", "--options", *LORA],
+        input=script, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [line for line in done.stdout.splitlines() if line.startswith("Assistant:")], done.stdout
