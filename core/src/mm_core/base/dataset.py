@@ -63,16 +63,21 @@ class BaseDataset(Dataset):
         return resolve_inside(self.vis_root, relative, what=f"annotation {index}" if index is not None else "path")
 
 
-def load_annotation_file(path: str | Path) -> list[Any]:
-    """Records of a JSON annotation file, with errors naming the file."""
+def read_json_file(path: str | Path, what: str = "annotation file") -> Any:
+    """A JSON data file's content, with errors naming the file (and the line for bad JSON)."""
     path = Path(path)
     try:
         with path.open(encoding="utf-8") as fh:
-            data = json.load(fh)
+            return json.load(fh)
     except FileNotFoundError as exc:
-        raise DataError(f"annotation file not found: {path}") from exc
+        raise DataError(f"{what} not found: {path}") from exc
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
+
+
+def load_annotation_file(path: str | Path) -> list[Any]:
+    """Records of a JSON annotation file, with errors naming the file."""
+    data = read_json_file(path)
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         data = data["annotations"]
     if not isinstance(data, list):

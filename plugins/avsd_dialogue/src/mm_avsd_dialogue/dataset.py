@@ -3,7 +3,6 @@ and the collater that puts the video features in front of the dialogue tokens.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from mm_avsd_dialogue.dialogue_processor import IGNORE_INDEX
-from mm_core.base.dataset import BaseDataset
+from mm_core.base.dataset import BaseDataset, read_json_file
 from mm_core.errors import ConfigError, DataError
 
 
@@ -20,12 +19,7 @@ def read_dialogs(path: str | Path) -> list[dict[str, Any]]:
     """The ``dialogs`` of a DSTC7 AVSD file, checked: each has an ``image_id`` and at least one
     turn with a question and an answer (errors name the file and the dialog's index)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError(f"AVSD annotation file not found: {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from exc
+    data = read_json_file(path, what="AVSD annotation file")
     dialogs = data.get("dialogs") if isinstance(data, dict) else None
     if not isinstance(dialogs, list):
         raise DataError(f"{path}: expected an object with a 'dialogs' list (DSTC7 AVSD format)")

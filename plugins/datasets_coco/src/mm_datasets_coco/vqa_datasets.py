@@ -9,7 +9,6 @@ supplies them by ``question_id``, so accuracy is computed from the split's own d
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mm_core.base.dataset import read_json_file
 from mm_core.errors import DataError
 from mm_datasets_coco.compact import Interned, RaggedStrings, StringColumn
 from mm_datasets_coco.image_dataset import CompactImageDataset, _collate_column
@@ -126,7 +126,7 @@ class VQAEvalDataset(_VQARecords):
         self.answer_list: list[str] = []
         official: dict[int, list[str]] = {}
         for path in paths:
-            data = _read_json(path)
+            data = read_json_file(path)
             if isinstance(data, list) and all(isinstance(x, str) for x in data):
                 self.answer_list.extend(data)
             elif isinstance(data, list):
@@ -162,12 +162,3 @@ class VQAEvalDataset(_VQARecords):
             "answers": self._answers[index],
         }
 
-
-def _read_json(path: Path) -> Any:
-    try:
-        with Path(path).open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError as exc:
-        raise DataError(f"annotation file not found: {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
