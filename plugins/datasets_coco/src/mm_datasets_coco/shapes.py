@@ -15,14 +15,13 @@ Everything is a function of :class:`ShapesSpec` (seed included): two runs give i
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from mm_core.generated_data import ensure_generated
 
 COLOURS = {
     "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
@@ -199,36 +198,9 @@ def write_shapes(root: str | Path, spec: ShapesSpec = ShapesSpec()) -> Path:
 
 
 def ensure_shapes(root: str | Path, spec: ShapesSpec = ShapesSpec()) -> Path:
-    """``root`` holding the dataset of ``spec``: generated when absent or made from another spec.
-
-    The files are written into a temporary sibling folder and moved into place, so several
-    processes (DDP ranks) asking at once never see a half-written dataset.
-    """
-    root = Path(root)
-    if _manifest_spec(root) == asdict(spec):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        write_shapes(tmp, spec)
-        if _manifest_spec(root) == asdict(spec):  # another process finished first
-            return root
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except OSError:
-        if _manifest_spec(root) != asdict(spec):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
-def _manifest_spec(root: Path) -> dict | None:
-    try:
-        return json.loads((root / "manifest.json").read_text(encoding="utf-8")).get("spec")
-    except (OSError, ValueError):
-        return None
+    """``root`` holding the dataset of ``spec``: generated (atomically) when absent or made from
+    another spec (see :func:`mm_core.generated_data.ensure_generated`)."""
+    return ensure_generated(root, asdict(spec), lambda folder: write_shapes(folder, spec))
 
 
 def _dump(path: Path, data: object) -> None:

@@ -14,14 +14,13 @@ Everything is a function of :class:`InstructionSampleSpec` (seed included).
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from mm_core.generated_data import ensure_generated
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40)}
 SHAPES = ("circle", "square", "triangle")
@@ -92,29 +91,6 @@ def write_instruction_sample(root: str | Path, spec: InstructionSampleSpec = Ins
 
 
 def ensure_instruction_sample(root: str | Path, spec: InstructionSampleSpec = InstructionSampleSpec()) -> Path:
-    """``root`` holding the data of ``spec``, generated into a temporary sibling and moved into
-    place when absent (so concurrent ranks never read a half-written folder)."""
-    root = Path(root)
-    if _spec_of(root) == asdict(spec):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        write_instruction_sample(tmp, spec)
-        if _spec_of(root) != asdict(spec):
-            if root.exists():
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-    except OSError:
-        if _spec_of(root) != asdict(spec):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
-def _spec_of(root: Path) -> dict | None:
-    try:
-        return json.loads((root / "manifest.json").read_text(encoding="utf-8")).get("spec")
-    except (OSError, ValueError):
-        return None
+    """``root`` holding the data of ``spec``, generated (atomically) when absent (see
+    :func:`mm_core.generated_data.ensure_generated`)."""
+    return ensure_generated(root, asdict(spec), lambda folder: write_instruction_sample(folder, spec))
