@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from mm_datasets_coco import caption_metrics
-from mm_datasets_coco.caption_metrics import score_captions
+from mm_core import caption_metrics
+from mm_core.caption_metrics import score_captions
 from mm_datasets_coco.vqa_metrics import normalize_answer, vqa_accuracy
 
 CAPTIONS = {

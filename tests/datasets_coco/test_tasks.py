@@ -11,7 +11,7 @@ import torch
 from coco_helpers import HERE, SMALL, shared_helpers
 from omegaconf import OmegaConf
 
-from mm_datasets_coco.caption_metrics import score_captions
+from mm_core.caption_metrics import score_captions
 from mm_datasets_coco.vqa_metrics import vqa_accuracy
 
 _shared = shared_helpers()

@@ -12,11 +12,10 @@ In order of preference:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-_PUNCT = re.compile(r"[^\w\s']")
+from mm_core.caption_metrics import simple_tokenize
 
 
 @dataclass
@@ -59,8 +58,8 @@ def computed_cider(predictions: dict[str, str], references: dict[str, list[str]]
         from pycocoevalcap.cider.cider import Cider
     except ImportError:
         return None
-    gts = {k: [_tokens(r) for r in references[k]] for k in keys}
-    res = {k: [_tokens(predictions[k])] for k in keys}
+    gts = {k: [simple_tokenize(r) for r in references[k]] for k in keys}
+    res = {k: [simple_tokenize(predictions[k])] for k in keys}
     _, per_sample = Cider().compute_score(gts, res)
     return Scored("CIDEr", {k: float(v) for k, v in zip(keys, per_sample)},
                   "computed by the report from the references (pycocoevalcap CIDEr-D, simple tokenisation)")
@@ -72,11 +71,7 @@ def computed_accuracy(predictions: dict[str, str], references: dict[str, list[st
     for key, answer in predictions.items():
         refs = references.get(key)
         if refs:
-            wanted = _tokens(answer)
-            values[key] = min(1.0, sum(_tokens(r) == wanted for r in refs) / 3.0)
+            wanted = simple_tokenize(answer)
+            values[key] = min(1.0, sum(simple_tokenize(r) == wanted for r in refs) / 3.0)
     return Scored("accuracy", values, "computed by the report (VQA accuracy formula, simple normalisation)") \
         if values else None
-
-
-def _tokens(text: str) -> str:
-    return " ".join(_PUNCT.sub(" ", str(text).lower()).split())

@@ -54,7 +54,7 @@ class CaptionTask(BaseTask):
         if not self.report_metric or not references:
             # e.g. a test split without captions: only the results are written
             return {"agg_metrics": 0.0, "num_images": float(len(results))}
-        from mm_datasets_coco.caption_metrics import score_captions
+        from mm_core.caption_metrics import score_captions
 
         candidates = {i: r["caption"] for i, r in ((r["image_id"], r) for r in results) if i in references}
         scores = score_captions(references, candidates, spice=self.spice, meteor=self.meteor)

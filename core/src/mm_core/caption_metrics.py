@@ -1,9 +1,11 @@
-"""Caption metrics with pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE when its
-Stanford models are installed), computed from references given in memory.
+"""Generated-text metrics with pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE when
+its Stanford models are installed), computed from references given in memory. Shared by the
+captioning (COCO) and dialogue (AVSD) tasks; needs ``pycocoevalcap`` (``mm-core[metrics]``).
 
 The candidates and references are tokenised with pycocoevalcap's PTBTokenizer (Java), as the
 COCO caption evaluation does. A metric whose Java program cannot run is left out with a note
-in :attr:`CaptionScores.notes` instead of failing the evaluation.
+in :attr:`CaptionScores.notes` instead of failing the evaluation; without Java a Python
+approximation of the PTB tokenisation is used.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def score_captions(
     ids = list(candidates)
     scores = CaptionScores()
     gts, res = _tokenize({i: list(references[i]) for i in ids}, {i: [candidates[i]] for i in ids}, scores.notes)
+    # an empty candidate breaks BLEU's and METEOR's bookkeeping; a lone space scores zero as well
+    res = {i: [c if c.strip() else " " for c in v] for i, v in res.items()}
 
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -85,6 +89,9 @@ def _tokenize(gts: dict, res: dict, notes: list[str]) -> tuple[dict, dict]:
     """Tokenise references and candidates in one Java call (each call starts a JVM)."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+    if shutil.which("java") is None:
+        notes.append("PTBTokenizer not run: java not found; used a Python approximation of its tokenisation")
+        return _simple_tokenized(gts, res)
     both = {("ref", k): [{"caption": c} for c in v] for k, v in gts.items()}
     both.update({("cand", k): [{"caption": c} for c in v] for k, v in res.items()})
     try:
@@ -95,12 +102,17 @@ def _tokenize(gts: dict, res: dict, notes: list[str]) -> tuple[dict, dict]:
     except Exception as exc:  # no Java, unwritable package folder, ...
         notes.append(f"PTBTokenizer (Java) failed ({exc}); used a Python approximation of its tokenisation")
         log.warning(notes[-1])
-        return ({k: [_simple_tokenize(c) for c in v] for k, v in gts.items()},
-                {k: [_simple_tokenize(c) for c in v] for k, v in res.items()})
+        return _simple_tokenized(gts, res)
 
 
-def _simple_tokenize(text: str) -> str:
-    """Lower-case, split off punctuation and drop it, as PTBTokenizer + pycocoevalcap do."""
+def _simple_tokenized(gts: dict, res: dict) -> tuple[dict, dict]:
+    return ({k: [simple_tokenize(c) for c in v] for k, v in gts.items()},
+            {k: [simple_tokenize(c) for c in v] for k, v in res.items()})
+
+
+def simple_tokenize(text: str) -> str:
+    """Lower-case, split off punctuation and drop it: a Python approximation of what PTBTokenizer +
+    pycocoevalcap do, used without Java (and by the report)."""
     tokens = re.findall(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]", text.lower().replace("\n", " "))
     return " ".join(t for t in tokens if t not in _PUNCT_TOKENS)
 
@@ -109,24 +121,43 @@ _meteor_scorer: Any = None
 _meteor_lock = threading.Lock()
 
 
-def _meteor(gts: dict, res: dict, notes: list[str]) -> float | None:
-    """METEOR from one Java scorer kept for the whole process (loading it takes seconds)."""
-    global _meteor_scorer
-    from pycocoevalcap.meteor.meteor import Meteor
+def start_meteor() -> bool:
+    """Start METEOR's Java scorer now if Java is there; returns whether it runs.
 
+    It loads its paraphrase tables (tens of seconds on a busy CPU) while the caller goes on, e.g.
+    while a run trains, so the first evaluation does not wait. One scorer per process, reused by
+    every evaluation and stopped at exit.
+    """
+    global _meteor_scorer
+    if shutil.which("java") is None:
+        return False
     with _meteor_lock:
-        try:
-            if shutil.which("java") is None:
-                raise FileNotFoundError("no 'java' on PATH")
-            if _meteor_scorer is None:
+        if _meteor_scorer is None:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            try:
                 _meteor_scorer = Meteor()
-                atexit.register(_close_meteor)
+            except OSError:
+                return False
+            atexit.register(_close_meteor)
+    return True
+
+
+def _meteor(gts: dict, res: dict, notes: list[str]) -> float | None:
+    """METEOR from the process' one Java scorer (see :func:`start_meteor`)."""
+    try:
+        if shutil.which("java") is None:
+            raise FileNotFoundError("java not found (install a Java runtime to get it)")
+        if not start_meteor():
+            raise OSError("java could not be started")
+        with _meteor_lock:
             return float(_meteor_scorer.compute_score(gts, res)[0])
-        except Exception as exc:  # Java missing or out of memory: report, don't crash the run
-            _close_meteor()
-            notes.append(f"METEOR left out: its Java scorer failed ({type(exc).__name__}: {exc})")
-            log.warning(notes[-1])
-            return None
+    except Exception as exc:  # Java missing or out of memory: report, don't crash the run
+        with _meteor_lock:
+            _close_meteor()  # a failed process is not reused
+        notes.append(f"METEOR left out: {type(exc).__name__}: {exc}")
+        log.warning(notes[-1])
+        return None
 
 
 def _close_meteor() -> None:
