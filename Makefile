@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mm-installed
 # On this project's machines these pins install from local disk (pip only; uv/poetry ignore it).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-PACKAGES := -e 'core[serve]' -e plugins/blip2 -e plugins/qwen_llm -e plugins/datasets_coco -e plugins/avsd_dialogue
+# mm-core and the plugins of this repository (mm-plugin-deepspeed comes after DeepSpeed's own build, below)
+PACKAGES := -e core -e plugins/blip2 -e plugins/qwen_llm -e plugins/datasets_coco -e plugins/avsd_dialogue \
+	-e plugins/caption_metrics -e plugins/serve -e plugins/report -e plugins/tensorboard
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -24,7 +26,7 @@ $(STAMP): core/pyproject.toml plugins/*/pyproject.toml requirements-dev.txt
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q $(TORCH_PINS) $(PACKAGES) -r requirements-dev.txt
 	# DeepSpeed is an sdist that imports torch to build: build it against the venv's torch, no C++ ops
-	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(TORCH_PINS) 'deepspeed>=0.15'
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(TORCH_PINS) 'deepspeed>=0.15' -e plugins/deepspeed
 	touch $(STAMP)
 
 # A fresh run each time (metrics.jsonl appends; an old run's events would mix into the report).

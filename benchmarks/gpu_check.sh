@@ -63,8 +63,9 @@ print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), deepspeed {deepsp
 EOF
 if [ "$DEVICE" = cpu ]; then export DS_ACCELERATOR=cpu; fi
 
-export PYTHONPATH="$ROOT/core/src:$ROOT/plugins/blip2/src:$ROOT/plugins/qwen_llm/src${PYTHONPATH:+:$PYTHONPATH}"
-export MM_PLUGIN_MODULES="mm_blip2.hooks,mm_qwen_llm.hooks" MM_DISABLE_PLUGIN_AUTOLOAD=1
+# the deepspeed_runner is mm-plugin-deepspeed's (plugins/deepspeed), registered like the model plugins
+export PYTHONPATH="$ROOT/core/src:$ROOT/plugins/blip2/src:$ROOT/plugins/qwen_llm/src:$ROOT/plugins/deepspeed/src${PYTHONPATH:+:$PYTHONPATH}"
+export MM_PLUGIN_MODULES="mm_blip2.hooks,mm_qwen_llm.hooks,mm_deepspeed.hooks" MM_DISABLE_PLUGIN_AUTOLOAD=1
 export MM_CACHE_ROOT="$WORK/cache" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # -- the mid-size LLM: the tiny tokenizer with a larger Qwen2 config ------------------------------

@@ -59,7 +59,7 @@ def test_names_are_listed_without_importing_torch() -> None:
         "import sys; from mm_core.registry import get_registry; r = get_registry();"
         "assert 'gpt_dialogue' in r.names('models') and 'dialogue' in r.names('tasks');"
         "assert {'gpt_video_ft', 'gpt_dialogue'} <= set(r.names('processors'));"
-        "assert r.get('datasets', 'avsd_dialogue').meta['data_type'] == 'features';"
+        "assert r.get('datasets', 'avsd_dialogue').registration.data_type == 'features';"
         "assert 'make-avsd' in r.names('commands'); assert sorted(r.model_types('gpt_dialogue')) == ['base', 'tiny'];"
         "assert r.card('datasets', 'avsd_dialogue') and r.card('models', 'gpt_dialogue');"
         "assert 'torch' not in sys.modules, 'torch imported'"

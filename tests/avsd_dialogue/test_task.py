@@ -20,11 +20,12 @@ def no_java(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_bleu_and_rouge_match_hand_computation(no_java: None) -> None:
-    scores, notes = score_answers({"1": "a b c d"}, {"1": ["a b x y"]}, meteor=False)
+    result = score_answers({"1": "a b c d"}, {"1": ["a b x y"]}, meteor=False)
+    scores, notes = result.metrics, result.notes
     # BLEU: clipped n-gram precisions 2/4 (unigrams) and 1/3 (bigrams), no brevity penalty
     assert scores["Bleu_1"] == pytest.approx(0.5, abs=1e-6)
     assert scores["Bleu_2"] == pytest.approx(math.sqrt(0.5 * 1 / 3), abs=1e-6)
-    scores, _ = score_answers({"1": "a b c d"}, {"1": ["a x b d"]}, meteor=False)
+    scores = score_answers({"1": "a b c d"}, {"1": ["a x b d"]}, meteor=False).metrics
     # ROUGE-L: LCS "a b d" = 3 of 4 both ways; F with beta 1.2 is then 0.75
     assert scores["ROUGE_L"] == pytest.approx(0.75, abs=1e-6)
     assert any("java not found" in n for n in notes)
@@ -34,16 +35,17 @@ def test_every_reference_counts() -> None:
     refs = {"1": ["the cat sat on the mat", "a dog runs in the park", "nothing happens at all today"],
             "2": ["it is red", "the box is blue", "i think it looks green"]}
     last = {"1": "nothing happens at all today", "2": "i think it looks green"}
-    scores, _ = score_answers(last, refs, meteor=False)  # PTB tokenizer (java) when available
+    scores = score_answers(last, refs, meteor=False).metrics  # PTB tokenizer (java) when available
     for n in range(1, 5):
         assert scores[f"Bleu_{n}"] == pytest.approx(1.0, abs=1e-6)
     assert scores["ROUGE_L"] == pytest.approx(1.0)
-    wrong, _ = score_answers({"1": "zebra zebra", "2": "zebra"}, refs, meteor=False)
+    wrong = score_answers({"1": "zebra zebra", "2": "zebra"}, refs, meteor=False).metrics
     assert wrong["Bleu_1"] < 1e-6 and wrong["CIDEr"] == 0.0 and scores["CIDEr"] > 1.0
 
 
 def test_meteor_degrades_with_a_note_without_java(no_java: None) -> None:
-    scores, notes = score_answers({"1": "it is red"}, {"1": ["it is red"]})
+    result = score_answers({"1": "it is red"}, {"1": ["it is red"]})
+    scores, notes = result.metrics, result.notes
     assert "METEOR" not in scores
     assert any(n.startswith("METEOR left out") and "java not found" in n for n in notes)
     assert scores["Bleu_1"] == pytest.approx(1.0, abs=1e-6)
@@ -60,13 +62,22 @@ def test_task_evaluation_scores_saves_and_aggregates(splits: dict, tiny_model, t
     assert all(len(r["references"]) == 6 and r["answer"] for r in results)
     # results of two ranks overlap (padded sampler): each sample is scored once
     metrics = task.after_evaluation(results + results[:1], split="test", epoch=3, output_dir=tmp_path)
-    expected, _ = score_answers({r["instance_id"]: r["answer"] for r in results},
-                                {r["instance_id"]: r["references"] for r in results}, meteor=False)
+    scored = score_answers({r["instance_id"]: r["answer"] for r in results},
+                           {r["instance_id"]: r["references"] for r in results}, meteor=False)
+    expected = scored.metrics
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value)
     assert metrics["agg_metrics"] == pytest.approx(expected["CIDEr"] + expected["Bleu_4"])
     saved = json.loads((tmp_path / "result" / "test_epoch3_metrics.json").read_text())
     assert saved["num_answers"] == len(results) and saved["metrics"] == pytest.approx(metrics)
     assert any("METEOR left out" in n for n in saved["notes"])
+    # each record says how a report shows it: the question asked, the references, its own CIDEr
+    questions = {str(a["instance_id"]): a["question"] for a in data.annotation}
+    for record in results:
+        assert record["prompt"] == questions[record["instance_id"]]
+        assert record["score_name"] == "CIDEr"
+        assert record["score"] == pytest.approx(scored.per_sample["CIDEr"][record["instance_id"]])
+    task.save_results(results, tmp_path, "test", 3)
+    assert json.loads((tmp_path / "result" / "test_epoch3.json").read_text()) == results
     quiet = DialogueTask(cfg, report_metric=False)
     assert quiet.after_evaluation(results, split="test", epoch=0) == {"agg_metrics": 0.0}

@@ -17,7 +17,7 @@ from transformers.generation.streamers import TextStreamer
 from mm_core.base.llm import IGNORE_INDEX, IMAGE_MARK, BaseLLM
 from mm_core.hookspecs import hookimpl
 
-MM_API_VERSION = "1.0"
+MM_API_VERSION = "2.0"
 SPECIALS = ["<pad>", "<unk>", "<|user|>", "<|assistant|>", "<|end|>", "<|image|>"]
 CORPUS = [
     "a cat sitting on a red sofa", "two dogs playing on the grass", "a man riding a bike",

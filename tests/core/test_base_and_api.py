@@ -104,3 +104,17 @@ def test_bad_annotation_file_names_the_file_and_line(toy_plugin, tmp_path):
     (tmp_path / "obj.json").write_text(json.dumps({"x": 1}))
     with pytest.raises(DataError, match="expected a list"):
         ToyRegressionDataset(ann_paths=[tmp_path / "obj.json"])
+
+
+def test_config_value_reads_dict_configs_plain_dicts_and_none():
+    from omegaconf import OmegaConf
+
+    from mm_core.base.model import config_value
+
+    block = {"image_size": 224, "mean": None, "llm": {"name": "qwen"}}
+    for cfg in (block, OmegaConf.create(block)):
+        assert config_value(cfg, "image_size", 384) == 224
+        assert config_value(cfg, "mean", (0.5,)) == (0.5,)  # null means "use the default"
+        assert config_value(cfg, "absent", 7) == 7
+        assert config_value(cfg, "llm.name", None) == "qwen" and config_value(cfg, "llm.model", "m") == "m"
+    assert config_value(None, "image_size", 384) == 384

@@ -77,9 +77,8 @@ def test_builder_downloads_with_checksum_and_builds_splits(toy_plugin, tmp_path,
 
 
 def test_missing_media_root_points_at_the_card(toy_plugin, tmp_path, toy_data):
-    from mm_toy.data import ToyRegressionBuilder
-
     from mm_core.config.loader import load_dataset_defaults
+    from mm_toy.data import ToyRegressionBuilder
 
     cfg = load_dataset_defaults("toy_regression")
     cfg.build_info.features = {"storage": "toy/features"}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mm_core.generated_data import ensure_generated, manifest_spec
+from mm_core.generated_data import SHAPE_COLOURS, ensure_generated, manifest_spec, render_shapes
 
 
 def writer(calls: list, fail: bool = False):
@@ -43,3 +43,14 @@ def test_a_folder_without_manifest_is_regenerated(tmp_path):
     (root / "data.txt").write_text("half")
     ensure_generated(root, {"n": 1}, writer([]))
     assert (root / "data.txt").read_text() == "1"
+
+
+def test_render_shapes_draws_each_shape_in_its_box_and_colour():
+    image = render_shapes(24, (250, 250, 250), [("square", (0, 0, 7, 7), "red"), ("circle", (8, 8, 15, 15), "blue"),
+                                                ("triangle", (16, 0, 23, 23), "green")])
+    assert image.size == (24, 24) and image.mode == "RGB"
+    assert image.getpixel((0, 0)) == image.getpixel((7, 7)) == SHAPE_COLOURS["red"]  # corners included
+    assert image.getpixel((11, 11)) == SHAPE_COLOURS["blue"] and image.getpixel((8, 8)) == (250, 250, 250)
+    assert image.getpixel((19, 22)) == SHAPE_COLOURS["green"] and image.getpixel((16, 1)) == (250, 250, 250)
+    with pytest.raises(ValueError, match="unknown shape 'star'"):
+        render_shapes(8, (0, 0, 0), [("star", (0, 0, 7, 7), "red")])

@@ -69,7 +69,7 @@ def site(tmp_path_factory) -> Path:
     future = write_project(work / "future", "mm-plugin-future", "mm_future", """
         from mm_core.hookspecs import hookimpl
 
-        MM_API_VERSION = "2.1"
+        MM_API_VERSION = "3.1"
 
         @hookimpl
         def register_models():
@@ -110,7 +110,7 @@ def test_installed_plugins_with_a_typo_or_another_api_are_reported(site):
     assert "mm-plugin-typo 0.0.2  [failed]" in plugins.stdout
     assert "register_modles" in plugins.stdout and "did you mean 'register_models'" in plugins.stdout
     assert "mm-plugin-future 3.0.0  [incompatible]" in plugins.stdout
-    assert "mm hook API 2.1, this mm-core provides 1.0" in plugins.stdout
+    assert "mm hook API 3.1, this mm-core provides 2.0" in plugins.stdout
     listed = run_mmrun(["list", "models"], mm_env([site]))
     assert "typo_model" not in listed.stdout and "future_model" not in listed.stdout
     assert "toy_regressor" in listed.stdout
@@ -155,7 +155,7 @@ class _Misspelled:
 
 
 class _FutureApi:
-    MM_API_VERSION = "2.0"
+    MM_API_VERSION = "3.0"
 
     from mm_core.hookspecs import hookimpl
 
@@ -176,7 +176,7 @@ def test_incompatible_api_version_is_reported_and_not_loaded():
     host = PluginHost()
     info = host.register(_FutureApi(), name="future")
     assert info.status == "incompatible"
-    assert "2.0" in info.error and "1.0" in info.error
+    assert "3.0" in info.error and "2.0" in info.error
     assert host.pm.get_plugin("future") is None
 
 
@@ -199,3 +199,12 @@ def test_plugin_module_named_in_the_environment_and_installed_loads_once(site):
     result = run_mmrun(["plugins"], mm_env([site], MM_PLUGIN_MODULES="mm_toy.hooks"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("models: toy_regressor") == 1
+
+
+def test_plugin_registered_uses_a_plugin_that_is_already_loaded_as_it_is():
+    import mm_core.builtin
+    from mm_core.plugins import get_plugin_host, plugin_registered
+
+    with plugin_registered(mm_core.builtin, name="again") as info:
+        assert info.name == "mm_core.builtin" and info.ok
+    assert get_plugin_host().pm.get_name(mm_core.builtin) == "mm_core.builtin"  # still registered

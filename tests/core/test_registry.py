@@ -76,3 +76,47 @@ def test_builtin_runners_and_schedulers_are_registered_like_any_plugin():
     assert {"linear_warmup_cosine_lr", "linear_warmup_step_lr", "constant_lr"} <= set(
         registry.names("lr_schedulers"))
     assert registry.get("runners", "runner_base").plugin.name == "mm_core.builtin"
+
+
+class _Registers:
+    """A plugin object registering models with the given values."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    @hookimpl
+    def register_models(self):
+        return self.values
+
+
+def test_an_unknown_registration_key_fails_the_plugin_naming_plugin_name_and_key(toy_plugin):
+    values = {"typo_model": {"target": "mm_toy.model:ToyRegressor", "default_modle_type": "tiny"}}
+    with plugin_registered(_Registers(values), name="typo-plugin") as info:
+        registry = get_registry()
+        assert "typo_model" not in registry.names("models")
+        assert info.status == "failed"
+        assert "plugin 'typo-plugin' registers model 'typo_model' with unknown key 'default_modle_type'" in info.error
+        assert "did you mean 'default_model_type'" in info.error
+        with pytest.raises(UnknownNameError, match="typo-plugin"):
+            registry.get("models", "typo_model")
+
+
+def test_registration_metadata_is_a_typed_record(toy_plugin):
+    values = {"typed_model": {"target": "mm_toy.model:ToyRegressor", "default_model_type": "tiny",
+                              "description": "a toy"}}
+    with plugin_registered(_Registers(values), name="typed-plugin"):
+        registration = get_registry().get("models", "typed_model").registration
+    assert (registration.target, registration.default_model_type, registration.description) == (
+        "mm_toy.model:ToyRegressor", "tiny", "a toy")
+    assert registration.run_keys == {} and registration.help is None
+
+
+def test_a_renamed_name_still_resolves_with_a_warning_and_is_not_listed(toy_plugin):
+    with plugin_registered(_Registers({"toy_regressor_v0": {"renamed_to": "toy_regressor"}}), name="renames"):
+        registry = get_registry()
+        assert "toy_regressor_v0" not in registry.names("models")
+        with pytest.warns(FutureWarning, match="'toy_regressor_v0' is deprecated: plugin 'renames' renamed it "
+                                               "to 'toy_regressor'"):
+            assert registry.resolve("models", "toy_regressor_v0").__name__ == "ToyRegressor"
+        with pytest.warns(FutureWarning):
+            assert list(registry.model_types("toy_regressor_v0")) == ["tiny", "wide"]

@@ -11,11 +11,16 @@ import torch
 from coco_helpers import HERE, SMALL, shared_helpers
 from omegaconf import OmegaConf
 
-from mm_core.caption_metrics import score_captions
+from mm_core.registry import get_registry
 from mm_datasets_coco.vqa_metrics import vqa_accuracy
 
 _shared = shared_helpers()
 mm_env, run_mmrun = _shared.mm_env, _shared.run_mmrun
+
+
+def score_captions(references, candidates, **options):
+    """The ``coco_caption`` metric by name, as the task reaches it."""
+    return get_registry().resolve("metrics", "coco_caption")(candidates, references, **options)
 
 
 def _run_cfg(**run):
@@ -31,12 +36,19 @@ def test_caption_after_evaluation_dedups_saves_and_aggregates(tmp_path):
         {"image_id": 9, "caption": "two blue squares", "references": ["two blue squares on gray", "blue squares"]},
         {"image_id": 7, "caption": "a red circle on a white background", "references": ["a red circle on a white background", "one red circle"]},
     ]
+    metrics = task.after_evaluation(results, "val", 0, tmp_path)  # the engine's order: metrics, then results
     task.save_results(results, tmp_path, "val", 0)
-    metrics = task.after_evaluation(results, "val", 0, tmp_path)
     saved = json.loads((tmp_path / "result" / "val_epoch0.json").read_text())
-    assert saved == [{"image_id": 7, "caption": results[0]["caption"]}, {"image_id": 9, "caption": "two blue squares"}]
-    expected = score_captions({7: results[0]["references"], 9: results[1]["references"]},
-                              {7: results[0]["caption"], 9: results[1]["caption"]}, spice=False, meteor=False).metrics
+    scored = score_captions({7: results[0]["references"], 9: results[1]["references"]},
+                            {7: results[0]["caption"], 9: results[1]["caption"]}, spice=False, meteor=False)
+    expected = scored.metrics
+    cider = scored.per_sample["CIDEr"]
+    assert saved == [
+        {"image_id": 7, "caption": results[0]["caption"], "references": results[0]["references"],
+         "score": pytest.approx(cider[7]), "score_name": "CIDEr"},
+        {"image_id": 9, "caption": "two blue squares", "references": results[1]["references"],
+         "score": pytest.approx(cider[9]), "score_name": "CIDEr"},
+    ]
     assert metrics["CIDEr"] == pytest.approx(expected["CIDEr"])
     assert metrics["agg_metrics"] == pytest.approx(expected["CIDEr"] + expected["Bleu_4"])
     assert metrics["num_images"] == 2
@@ -66,13 +78,22 @@ def test_vqa_task_generates_answers_and_scores_them(shapes_root, test_model_plug
     results = []
     for start in range(0, len(val), 8):
         results += task.valid_step(model, val.collater([val[i] for i in range(start, min(start + 8, len(val)))]))
+    metrics = task.after_evaluation(results, "val", 0, tmp_path)  # the engine's order: metrics, then results
     task.save_results(results, tmp_path, "val", 0)
-    metrics = task.after_evaluation(results, "val", 0, tmp_path)
     saved = json.loads((tmp_path / "result" / "val_epoch0.json").read_text())
-    records = {r["question_id"]: r["answer"] for r in json.loads((shapes_root / "annotations" / "vqa_val.json").read_text())}
+    annotations = {r["question_id"]: r for r in json.loads((shapes_root / "annotations" / "vqa_val.json").read_text())}
+    records = {q: a["answer"] for q, a in annotations.items()}
     assert len(saved) == len(records)
     expected = 100 * sum(vqa_accuracy(r["answer"], records[r["question_id"]]) for r in saved) / len(saved)
     assert metrics["acc"] == pytest.approx(expected) and metrics["agg_metrics"] == metrics["acc"]
+    # each record says how a report shows it: image, question, references and its own accuracy
+    for record in saved:
+        annotation = annotations[record["question_id"]]
+        assert record["image"] == annotation["image"]
+        assert Path(record["images_root"]) == (shapes_root / "images").resolve()
+        assert record["prompt"] == annotation["question"] and record["references"] == annotation["answer"]
+        assert record["score_name"] == "VQA accuracy"
+        assert record["score"] == pytest.approx(vqa_accuracy(record["answer"], annotation["answer"]))
 
 
 def test_quick_captioning_run_end_to_end(tmp_path):
@@ -102,6 +123,9 @@ def test_quick_captioning_run_end_to_end(tmp_path):
             for r in json.loads((tmp_path / "shapes" / "annotations" / "karpathy_val.json").read_text())}
     saved = json.loads((out / "result" / f"val_epoch{evals[-1]['epoch']}.json").read_text())
     assert sorted(r["image_id"] for r in saved) == sorted(refs)
+    for record in saved:  # what a report needs: the image beside its references and per-image CIDEr
+        assert (Path(record["images_root"]) / record["image"]).is_file()
+        assert record["references"] == refs[record["image_id"]] and record["score_name"] == "CIDEr"
     expected = score_captions(refs, {r["image_id"]: r["caption"] for r in saved}, spice=False, meteor=False).metrics
     assert evals[-1]["CIDEr"] == pytest.approx(expected["CIDEr"], rel=1e-6)
     assert evals[-1]["agg_metrics"] == pytest.approx(expected["CIDEr"] + expected["Bleu_4"], rel=1e-6)

@@ -3,7 +3,9 @@
 
 DeepSpeed runs on the CPU accelerator with gloo; the runner passes a torch AdamW to
 ``deepspeed.initialize``, so no C++ op is compiled. Modules that train skip themselves when
-DeepSpeed (an optional dependency: ``mm-core[deepspeed]``) is not installed.
+DeepSpeed (mm-plugin-deepspeed and its ``deepspeed`` dependency) is not installed. The toy
+environment registers ``mm_deepspeed.hooks`` beside the toy plugin: plugin autoloading is off
+there, and the ``deepspeed_runner`` is that plugin's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 import yaml
 
 from ..engine.conftest import (  # noqa: F401 (shared with the engine tests)
+    PLUGIN_MODULES,
     REPO,
     TOY_SRC,
     checkpoint_dir,
@@ -58,8 +61,9 @@ def make_config(folder: Path, ds: dict | None = None, runner: str = "deepspeed_r
 
 
 def toy_env(**extra: str) -> dict[str, str]:
-    """The engine tests' toy environment, with DeepSpeed on the CPU."""
-    return engine_toy_env(DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", **extra)
+    """The engine tests' toy environment plus the DeepSpeed plugin, with DeepSpeed on the CPU."""
+    return engine_toy_env(MM_PLUGIN_MODULES=f"{PLUGIN_MODULES},mm_deepspeed.hooks", DS_ACCELERATOR="cpu",
+                          PYTHONUNBUFFERED="1", **extra)
 
 
 def run_mm(config: Path, *options: str, nproc: int = 1, env: dict[str, str] | None = None,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mm_core.engine.deepspeed_config import plan_deepspeed
 from mm_core.engine.settings import RunSettings
 from mm_core.errors import ConfigError
+from mm_deepspeed.config import plan_deepspeed
 
 from .conftest import make_config
 

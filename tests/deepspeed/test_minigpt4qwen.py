@@ -63,9 +63,9 @@ def test_lora_survives_resume_and_consolidation_and_chats(tmp_path, qwen_run):
     assert train_losses(resumed) == train_losses(reference)[3:]
 
     # the consolidated checkpoint is what the plain model loads for chat (strict for trainable tensors)
-    from mm_qwen_llm.chat_cli import load_chat_model
+    from mm_core.api import load_model_for_inference
 
-    model, _ = load_chat_model(str(EXAMPLE), LORA, str(checkpoint_dir(reference)), "cpu")
+    model = load_model_for_inference(str(EXAMPLE), LORA, str(checkpoint_dir(reference))).model
     state = model.state_dict()
     for key, value in weights.items():
         assert torch.equal(state[key].float(), value), key

@@ -132,15 +132,19 @@ def test_bf16_trains_close_to_fp32_and_checkpoints_fp32_masters(runs):
         torch.testing.assert_close(weights[key], value, rtol=0, atol=3e-2, msg=key)
 
 
-def test_deepspeed_folder_consolidates_with_zero_to_fp32(tmp_path, runs):
+def test_deepspeed_folder_consolidates_with_zero_to_fp32(tmp_path, runs, in_process):
     """The bare DeepSpeed half of a ZeRO-3 checkpoint, turned into safetensors by DeepSpeed's
-    zero_to_fp32, equals the model.safetensors the runner wrote beside it."""
-    from mm_core.engine.deepspeed_consolidate import main
+    zero_to_fp32 through ``mmrun consolidate-deepspeed`` (the plugin's command), equals the
+    model.safetensors the runner wrote beside it."""
+    from mm_core.cli.main import main
+    from mm_core.plugins import reset_plugin_host
 
     out = runs("zero3", 1, 3)
     ckpt = checkpoint_dir(out)
     target = tmp_path / "weights.safetensors"
-    assert main([str(out / "checkpoints" / "deepspeed"), "--tag", ckpt.name, "-o", str(target)]) == 0
+    reset_plugin_host()  # the toy environment's plugins, mm_deepspeed's command among them
+    assert main(["consolidate-deepspeed", str(out / "checkpoints" / "deepspeed"), "--tag", ckpt.name,
+                 "-o", str(target)]) == 0
     from safetensors.torch import load_file
 
     got, expected = load_file(str(target)), load_weights(ckpt)

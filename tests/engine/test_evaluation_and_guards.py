@@ -72,15 +72,34 @@ def test_lifecycle_plugin_sees_every_step_evaluation_and_checkpoint(tmp_path, in
     config = make_config(tmp_path, max_epoch=3, ckpt_iters=5, log_freq=4)
     events_file = tmp_path / "events.jsonl"
     assert in_process(config, MM_TOY_EVENTS=str(events_file)) == 0
-    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    events = [json.loads(line) for line in events_file.read_text().splitlines()
+              if not json.loads(line)["hook"].startswith("register_")]
+    assert events[0] == {"hook": "config_loaded", "rank": 0, "task": "base"}
     steps = [e for e in events if e["hook"] == "after_train_step"]
     assert [e["step"] for e in steps] == list(range(1, 25))
+    assert [e["view_step"] for e in steps] == list(range(1, 25))  # the RunView is up to date
+    assert [e["view_epoch"] for e in steps] == [0] * 8 + [1] * 8 + [2] * 8
+    assert all(e["view_runner"] == "runner_base" and e["view_world_size"] == 1 and e["view_is_main"] for e in steps)
     assert all({"loss", "loss_mse", "lr", "epoch"} <= set(e["metrics"]) for e in steps)
-    assert [e["epoch"] for e in events if e["hook"] == "after_evaluation"] == [0, 1, 2]
-    saved = [e["tag"] for e in events if e["hook"] == "checkpoint_saved"]
-    assert saved == ["step_0000005", "step_0000008", "step_0000010", "step_0000015", "step_0000016",
-                     "step_0000020", "step_0000024"]
+    evaluations = [e for e in events if e["hook"] == "after_evaluation"]
+    assert [e["epoch"] for e in evaluations] == [0, 1, 2]
+    assert [(e["view_step"], e["view_epoch"]) for e in evaluations] == [(8, 1), (16, 2), (24, 3)]
+    saved = [e for e in events if e["hook"] == "checkpoint_saved"]
+    assert [e["tag"] for e in saved] == ["step_0000005", "step_0000008", "step_0000010", "step_0000015",
+                                         "step_0000016", "step_0000020", "step_0000024"]
+    assert [e["view_step"] for e in saved] == [5, 8, 10, 15, 16, 20, 24]
     assert events[-1] == {"hook": "run_finished", "rank": 0, "status": "completed"}
+
+
+def test_a_lifecycle_plugin_stops_the_run_early_through_the_run_view(tmp_path, in_process):
+    config = make_config(tmp_path, max_epoch=3, log_freq=4)
+    events_file = tmp_path / "events.jsonl"
+    assert in_process(config, MM_TOY_EVENTS=str(events_file), MM_TOY_STOP_AT_STEP="11") == 0
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert max(e["step"] for e in events if e["hook"] == "after_train_step") == 11
+    assert [e["tag"] for e in events if e["hook"] == "checkpoint_saved"][-1] == "step_0000011"
+    assert checkpoint_dir(tmp_path / "out").name == "step_0000011"
+    assert events[-1]["status"] == "completed"
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
@@ -89,7 +108,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     proc = subprocess.Popen(mm_command() + ["--config", str(config)], env=toy_env(MM_TOY_EVENTS=str(events_file)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not (events_file.exists() and events_file.stat().st_size > 0):
+    while time.monotonic() < deadline and not (events_file.exists() and "after_train_step" in events_file.read_text()):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -1,4 +1,5 @@
-"""The tiny MiniGPT4-Qwen composition trained, resumed, chatted with and exported through ``mmrun``."""
+"""The tiny MiniGPT4-Qwen composition trained, resumed and exported through ``mmrun``
+(chatting with it: tests/serve/test_chat_cli.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from mm_core.config.loader import load_config
-from mm_core.engine.checkpoint import resolve_checkpoint_dir
+from mm_core.engine.checkpoint import resolve_checkpoint
 from mm_core.registry import get_registry
 
 from .conftest import EXAMPLE, mmrun, train_losses
@@ -21,7 +22,7 @@ def build_model(options: list[str]):
 
 
 def checkpoint_keys(run) -> set[str]:
-    return set(load_file(str(resolve_checkpoint_dir(run / "checkpoints" / "latest") / "model.safetensors")))
+    return set(load_file(str(resolve_checkpoint(run / "checkpoints" / "latest") / "model.safetensors")))
 
 
 def test_example_trains_and_the_loss_decreases(trained_run):
@@ -64,32 +65,6 @@ def test_resume_continues_the_run_exactly(trained_run, cache_root):
         assert resumed[step] == pytest.approx(original[step], abs=1e-4), step
 
 
-def test_chat_answers_a_scripted_two_turn_conversation_with_an_image(trained_run, cache_root):
-    from PIL import Image
-
-    from mm_qwen_llm.chat_cli import load_chat_model
-
-    image = cache_root / "minigpt4qwen_sample" / "images" / "val_0.png"
-    checkpoint = trained_run / "checkpoints" / "latest"
-    script = f"/image {image}\nWhat shape is in the picture?\nWhat color is the shape?\n/quit\nnot read\n"
-    done = mmrun(["chat", "--config", str(EXAMPLE), "--checkpoint", str(checkpoint), "--max-new-tokens", "12"],
-                 cache_root, stdin=script)
-    answers = [line[len("Assistant: "):].strip() for line in done.stdout.splitlines() if line.startswith("Assistant:")]
-    assert len(answers) == 2 and all(answers), done.stdout
-    assert "image 1 attached" in done.stdout and "not read" not in done.stdout
-
-    # The same two turns in this process, through model.chat with the checkpoint's weights.
-    model, vis = load_chat_model(str(EXAMPLE), [], str(checkpoint), "cpu")
-    pixels = vis(Image.open(image).convert("RGB")).unsqueeze(0)
-    streamed: list[str] = []
-    first, history = model.chat("<ImageHere> What shape is in the picture?", [], images=pixels,
-                                max_new_tokens=12, on_text=streamed.append)
-    second, history = model.chat("What color is the shape?", history, images=pixels, max_new_tokens=12)
-    assert answers == [first, second]
-    assert "".join(streamed).strip() == first
-    assert len(history) == 2
-
-
 def test_export_lora_writes_a_plain_model_with_the_adapters_merged(lora_run, cache_root):
     from transformers import AutoModelForCausalLM
 
@@ -101,7 +76,7 @@ def test_export_lora_writes_a_plain_model_with_the_adapters_merged(lora_run, cac
     assert not any("lora" in name for name, _ in merged.named_parameters())
 
     model = build_model(LORA).eval()
-    model.load_checkpoint(resolve_checkpoint_dir(checkpoint))
+    model.load_checkpoint(resolve_checkpoint(checkpoint))
     ids = torch.tensor([model.llm.encode_prompt([{"from": "user", "value": "What shape is in the picture?"}], 4)])
     with torch.no_grad():
         with_adapters = model.llm.model(input_ids=ids).logits

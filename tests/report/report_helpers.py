@@ -52,6 +52,22 @@ def caption_run_config(folder: Path, output_dir: Path) -> Path:
     return path
 
 
+def squares_run_config(folder: Path, output_dir: Path) -> Path:
+    """A run of the test plugin's own dataset and task (``report_squares``, ``report_describe``):
+    nothing of it is COCO's, so its report shows what the task saved and nothing else."""
+    config = {
+        "model": {"arch": "report_captioner", "model_type": "tiny"},
+        "datasets": {"report_squares": {}},
+        "run": {"task": "report_describe", "runner": "runner_base", "max_epoch": 1, "batch_size_train": 6,
+                "batch_size_eval": 4, "init_lr": 0.05, "lr_sched": "constant_lr", "num_workers": 0, "seed": 1,
+                "valid_splits": ["val"], "log_freq": 1, "output_dir": str(output_dir), "progress_bar": False,
+                "device": "cpu"},
+    }
+    path = folder / "squares.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 

@@ -1,13 +1,13 @@
-"""The report on hand-written run directories: the generic result fields a task may save (VQA-style
-answers, questions, absolute image paths, references, scores), repeats from a distributed sampler,
-unreadable images and log lines, and a run directory that is not one."""
+"""The report on hand-written run directories: the result keys a task saves for it
+(mm_core.base.results: answers, prompts, absolute image paths, references, scores), repeats from a
+distributed sampler, unreadable images and log lines, results as the coco plugin's vqa task saves
+them, and a run directory that is not one."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from report_helpers import Page, decode_data_url
 
@@ -28,7 +28,7 @@ def _vqa_run(tmp_path: Path) -> tuple[Path, list[dict]]:
     for i, colour in enumerate(COLOURS):
         path = images / f"img{i}.png"
         Image.new("RGB", (24, 16), colour).save(path)
-        records.append({"question_id": 100 + i, "question": f"what colour is picture {i}?", "answer": f"answer{i}",
+        records.append({"question_id": 100 + i, "prompt": f"what colour is picture {i}?", "answer": f"answer{i}",
                         "image": str(path), "references": [f"ref{i}a", f"ref{i}b"], "score": i / 10})
     records[1]["image"] = str(images / "gone.png")  # moved away
     (images / "img2.png").write_bytes(b"not an image")  # damaged
@@ -38,7 +38,7 @@ def _vqa_run(tmp_path: Path) -> tuple[Path, list[dict]]:
 
 
 def test_generic_fields_are_shown_ranked_by_their_score(tmp_path):
-    from mm_core.report import write_report
+    from mm_report import write_report
 
     run, records = _vqa_run(tmp_path)
     report = write_report([run], out=tmp_path / "r.html", gallery_size=2)
@@ -50,7 +50,7 @@ def test_generic_fields_are_shown_ranked_by_their_score(tmp_path):
     cards = {c["id"]: c for c in page.cards}
     for key in ("104", "103", "100", "101"):
         record = next(r for r in records if str(r["question_id"]) == key)
-        for text in (record["question"], record["answer"], *record["references"]):
+        for text in (record["prompt"], record["answer"], *record["references"]):
             assert text in cards[key]["text"]
     for key, index in (("104", 4), ("103", 3), ("100", 0)):
         shown = decode_data_url(cards[key]["img"]).convert("RGB")
@@ -65,7 +65,7 @@ def test_generic_fields_are_shown_ranked_by_their_score(tmp_path):
 
 
 def test_an_unreadable_image_is_a_note_on_its_card(tmp_path):
-    from mm_core.report import write_report
+    from mm_report import write_report
 
     run, _ = _vqa_run(tmp_path)
     report = write_report([run], out=tmp_path / "r.html", gallery_size=5, plots=False)
@@ -73,19 +73,23 @@ def test_an_unreadable_image_is_a_note_on_its_card(tmp_path):
     assert card["img"] is None and "unreadable" in card["text"]
 
 
-def test_answers_without_scores_are_ranked_by_vqa_accuracy(tmp_path):
-    from mm_core.report import write_report
+def test_records_without_scores_are_shown_in_file_order(tmp_path):
+    """The report computes no metric of its own: unscored records are shown as saved."""
+    from mm_report import write_report
 
-    run, records = _vqa_run(tmp_path)
+    run, _ = _vqa_run(tmp_path)
     refs = {0: ["blue"] * 3, 1: ["blue", "red"], 2: ["red"] * 5, 3: ["Blue.", "blue", "green"]}
     unscored = [{"question_id": i, "answer": "blue", "references": r} for i, r in refs.items()]
     (run / "result" / "val_epoch0.json").write_text(json.dumps(unscored))
     report = write_report([run], out=tmp_path / "r.html", gallery_size=2, plots=False)
     (gallery,) = report.galleries
-    assert gallery.metric == "accuracy" and "computed by the report" in gallery.score_source
-    expected = {"0": 1.0, "1": 1 / 3, "2": 0.0, "3": 2 / 3}
-    assert {s.key: s.score for s in gallery.best} == pytest.approx(expected)
-    assert [s.key for s in gallery.best] == ["0", "3", "1", "2"]
+    assert gallery.metric is None and gallery.score_source is None and not gallery.worst
+    assert [s.key for s in gallery.best] == ["0", "1", "2", "3"]
+    assert all(s.score is None for s in gallery.best)
+    page = Page(report.html.read_text())
+    assert "No per-sample score" in page.text
+    for card in page.cards:
+        assert all(ref in card["text"] for ref in refs[int(card["id"])])
 
 
 def test_a_folder_that_is_not_a_run_is_an_error(tmp_path):
@@ -95,33 +99,48 @@ def test_a_folder_that_is_not_a_run_is_an_error(tmp_path):
     assert main(["report", str(tmp_path / "missing")]) == 2
 
 
-def test_vqa_results_find_question_answers_and_image_in_the_annotations(caption_run, tmp_path, monkeypatch):
-    """Results as the coco plugin's vqa task saves them: ``[{"question_id", "answer"}]``."""
-    import yaml
+class _Answerer:
+    """Answers the shapes questions: right on odd positions, "no idea" on even ones."""
 
-    from mm_core.report import write_report
+    def __init__(self, answers: dict[int, str]):
+        self.answers = answers
 
-    cache = caption_run["cache"]
-    monkeypatch.setenv("MM_CACHE_ROOT", str(cache))
-    run = tmp_path / "vqa"
-    (run / "result").mkdir(parents=True)
-    config = {"datasets": {"coco_vqa": {"build_info": {
-        "annotations": {"val": {"storage": "shapes/annotations/vqa_val.json"}},
-        "images": {"storage": "shapes/images/"}}}}, "run": {"task": "vqa"}}
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    annotations = json.loads((cache / "shapes" / "annotations" / "vqa_val.json").read_text())[:4]
-    results = [{"question_id": a["question_id"], "answer": a["answer"][0].rstrip(".") if i % 2 else "no idea"}
-               for i, a in enumerate(annotations)]
-    (run / "result" / "val_epoch0.json").write_text(json.dumps(results))
-    report = write_report([run], out=tmp_path / "r.html", gallery_size=4, plots=False)
+    def predict_answers(self, samples, **kwargs):
+        return [self.answers[int(q)] for q in samples["question_id"]]
+
+
+def test_results_of_the_coco_vqa_task_show_question_answer_image_and_accuracy(caption_run, tmp_path):
+    """Results as the coco plugin's vqa task saves them (reached by name, as a run does): the
+    report shows each question, answer and image, ranked by the accuracy the task saved."""
+    from omegaconf import OmegaConf
+
+    from mm_core.registry import get_registry
+    from mm_report import write_report
+
+    shapes = caption_run["cache"] / "shapes"
+    registry = get_registry()
+    cfg = OmegaConf.create({"data_type": "images", "build_info": {"images": {"storage": str(shapes / "images")},
+                            "annotations": {"val": {"storage": str(shapes / "annotations" / "vqa_val.json")}}}})
+    val = registry.resolve("datasets", "coco_vqa")(cfg).build_datasets()["val"]
+    annotations = json.loads((shapes / "annotations" / "vqa_val.json").read_text())[:4]
+    answers = {a["question_id"]: a["answer"][0].rstrip(".") if i % 2 else "no idea" for i, a in enumerate(annotations)}
+    task = registry.resolve("tasks", "vqa")(OmegaConf.create({"run": {"task": "vqa"}}))
+    model = _Answerer(answers)
+    task.before_evaluation(model, val)
+    results = task.valid_step(model, val.collater([val[i] for i in range(4)]))
+    task.after_evaluation(results, "val", 0, tmp_path / "vqa")  # the engine's order: metrics, then results
+    task.save_results(results, tmp_path / "vqa", "val", 0)
+    (tmp_path / "vqa" / "config.yaml").write_text("run: {task: vqa}\n")
+
+    report = write_report([tmp_path / "vqa"], out=tmp_path / "r.html", gallery_size=4, plots=False)
     (gallery,) = report.galleries
-    assert gallery.metric == "accuracy"
+    assert gallery.metric == "VQA accuracy"
     cards = {c["id"]: c for c in Page(report.html.read_text()).cards}
-    for i, annotation in enumerate(annotations):
+    for annotation in annotations:
         card = cards[str(annotation["question_id"])]
-        assert annotation["question"] in card["text"] and results[i]["answer"] in card["text"]
+        assert annotation["question"] in card["text"] and answers[annotation["question_id"]] in card["text"]
         shown = decode_data_url(card["img"]).convert("RGB")
-        original = Image.open(cache / "shapes" / "images" / annotation["image"]).convert("RGB")
+        original = Image.open(shapes / "images" / annotation["image"]).convert("RGB")
         assert shown.tobytes() == original.tobytes()
     scores = {s.key: s.score for s in gallery.best}
     assert [scores[str(a["question_id"])] for a in annotations] == [0.0, 1.0, 0.0, 1.0]

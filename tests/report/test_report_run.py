@@ -99,7 +99,7 @@ def test_report_of_a_tiny_captioning_run(caption_run, tmp_path):
 
 
 def test_best_checkpoint_row_is_marked(caption_run, tmp_path):
-    from mm_core.report import write_report
+    from mm_report import write_report
 
     run = caption_run["run"]
     best_tag = (run / "checkpoints" / "best").read_text().strip()
@@ -111,7 +111,7 @@ def test_best_checkpoint_row_is_marked(caption_run, tmp_path):
 
 
 def test_truncated_last_line_is_skipped_with_a_note(run_copy, caption_run, tmp_path, monkeypatch):
-    from mm_core.report import write_report
+    from mm_report import write_report
 
     monkeypatch.setenv("MM_CACHE_ROOT", str(caption_run["cache"]))
     metrics = run_copy / "metrics.jsonl"
@@ -128,7 +128,7 @@ def test_truncated_last_line_is_skipped_with_a_note(run_copy, caption_run, tmp_p
 
 def test_a_run_still_going(run_copy, caption_run, tmp_path, monkeypatch):
     """Mid-run: no best pointer yet, a result file caught mid-write, metrics up to epoch 1."""
-    from mm_core.report import write_report
+    from mm_report import write_report
 
     monkeypatch.setenv("MM_CACHE_ROOT", str(caption_run["cache"]))
     evs = events(run_copy)
@@ -149,28 +149,34 @@ def test_a_run_still_going(run_copy, caption_run, tmp_path, monkeypatch):
     assert _curves(_manifest(report.html)["eval_CIDEr.png"])["val"]["points"] == 2
 
 
-def test_moved_images_are_noted_and_found_with_images_root(caption_run, tmp_path, monkeypatch):
-    from mm_core.report import write_report
+def _records_moved_away(run: Path, gone: Path) -> None:
+    """Make a run's results name an images root that no longer exists (the data moved)."""
+    for path in (run / "result").glob("*_epoch*.json"):
+        records = json.loads(path.read_text())
+        if isinstance(records, list):
+            path.write_text(json.dumps([{**r, "images_root": str(gone)} if "images_root" in r else r for r in records]))
 
-    moved = tmp_path / "newcache"
-    shutil.copytree(caption_run["cache"] / "shapes" / "annotations", moved / "shapes" / "annotations")
-    monkeypatch.setenv("MM_CACHE_ROOT", str(moved))  # the annotations are here, the images are not
-    report = write_report([caption_run["run"]], out=tmp_path / "a" / "r.html", gallery_size=2, plots=False)
+
+def test_moved_images_are_noted_and_found_with_images_root(run_copy, caption_run, tmp_path):
+    from mm_report import write_report
+
+    _records_moved_away(run_copy, tmp_path / "gone")
+    report = write_report([run_copy], out=tmp_path / "a" / "r.html", gallery_size=2, plots=False)
     assert any("may have moved" in n for n in report.notes)
     page = Page(report.html.read_text())
     assert page.cards and all(card["img"] is None for card in page.cards)
     assert "not found at" in page.text and "--images-root" in page.text
-    assert all(ref in page.text for ref in ("a picture of",))  # references still come from the annotations
+    assert all(ref in page.text for ref in ("a picture of",))  # references still come from the results
 
-    report = write_report([caption_run["run"]], out=tmp_path / "b" / "r.html", gallery_size=2, plots=False,
+    report = write_report([run_copy], out=tmp_path / "b" / "r.html", gallery_size=2, plots=False,
                           images_root=caption_run["cache"] / "shapes" / "images")
     page = Page(report.html.read_text())
-    assert not any("may have moved" in n for n in report.notes)
+    assert not any("may have moved" in n or "not found" in n for n in report.notes)
     assert page.cards and all(card["img"].startswith("data:image/") for card in page.cards)
 
 
 def test_several_runs_are_overlaid(caption_run, tmp_path, monkeypatch):
-    from mm_core.report import write_report
+    from mm_report import write_report
 
     monkeypatch.setenv("MM_CACHE_ROOT", str(caption_run["cache"]))
     second = Path(shutil.copytree(caption_run["run"], tmp_path / "second"))
@@ -187,27 +193,74 @@ def test_several_runs_are_overlaid(caption_run, tmp_path, monkeypatch):
     assert {g.run for g in report.galleries} == {"out", "second"}
 
 
-def test_scores_are_computed_when_the_task_saved_none(run_copy, caption_run, tmp_path, monkeypatch):
-    """Without the scores file, the report computes CIDEr per image itself; on these lower-case,
-    punctuation-free captions its values equal the task's (PTB-tokenised) ones."""
-    from mm_core.report import write_report
+def test_gallery_is_ranked_by_the_scores_the_task_saved(run_copy, tmp_path):
+    """The captioning task saves each image's CIDEr in its record (the same values as its
+    scores file); the report ranks by them and computes nothing (the scores file is not read)."""
+    from mm_report import write_report
 
-    monkeypatch.setenv("MM_CACHE_ROOT", str(caption_run["cache"]))
     scores_file = run_copy / "result" / f"val_epoch{MAX_EPOCH - 1}_scores.json"
     expected = json.loads(scores_file.read_text())["per_image"]["CIDEr"]
     for path in (run_copy / "result").glob("*_scores.json"):
         path.unlink()
     report = write_report([run_copy], out=tmp_path / "r.html", gallery_size=2, plots=False)
     val = next(g for g in report.galleries if g.split == "val")
-    assert val.metric == "CIDEr" and "computed by the report" in val.score_source
+    assert val.metric == "CIDEr" and "saved with the results" in val.score_source
     shown = val.best + val.worst
     assert len(shown) == 4
     for sample in shown:
         assert sample.score == pytest.approx(expected[sample.key], abs=1e-9)
+    assert [s.score for s in val.best] == sorted((s.score for s in val.best), reverse=True)
+    assert min(s.score for s in val.best) >= max(s.score for s in val.worst)
+
+
+def test_report_of_another_plugins_task_and_dataset(squares_run, tmp_path):
+    """A run with neither COCO's dataset nor its tasks: the gallery shows the images, prompts,
+    references and scores its task saved, ranked by them."""
+    run = squares_run["run"]
+    html = tmp_path / "squares.html"
+    done = mmrun(["report", str(run), "--out", str(html), "--gallery", "2", "--no-plots"], env(squares_run["cache"]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not found" not in done.stdout and "may have moved" not in done.stdout
+    saved = {r["sample_id"]: r for r in json.loads((run / "result" / "val_epoch0.json").read_text())}
+    page = Page(html.read_text())
+    assert len(page.cards) == 4 and {c["id"] for c in page.cards} <= set(saved)
+    assert "Ranked by word overlap per sample" in page.text
+    for card in page.cards:
+        record = saved[card["id"]]
+        for text in (record["prompt"], record["prediction"], *record["references"]):
+            assert text in card["text"]
+        assert f"{record['score']:.3f}" in card["text"]
+        shown = decode_data_url(card["img"]).convert("RGB")
+        original = Image.open(squares_run["cache"] / "report_squares" / "pictures" / record["image"]).convert("RGB")
+        assert shown.size == original.size and shown.tobytes() == original.tobytes()
+
+
+def test_images_root_option_of_the_command(squares_run, tmp_path):
+    """``mmrun report --images-root DIR`` finds images that moved since the run; without it,
+    one note per gallery says they are missing and how to point at them."""
+    run = Path(shutil.copytree(squares_run["run"], tmp_path / "run"))
+    moved = Path(shutil.copytree(squares_run["cache"] / "report_squares" / "pictures", tmp_path / "moved"))
+    _records_moved_away(run, tmp_path / "gone")
+    environ = env(tmp_path / "empty-cache")
+
+    lost = mmrun(["report", str(run), "--out", str(tmp_path / "lost.html"), "--no-plots"], environ)
+    assert lost.returncode == 0, lost.stderr[-3000:]
+    notes = [line for line in lost.stdout.splitlines() if line.startswith("note:")]
+    assert len([n for n in notes if "may have moved" in n]) == 1 and "--images-root" in lost.stdout
+    assert all(card["img"] is None for card in Page((tmp_path / "lost.html").read_text()).cards)
+
+    found = mmrun(["report", str(run), "--out", str(tmp_path / "found.html"), "--no-plots",
+                   "--images-root", str(moved)], environ)
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert "not found" not in found.stdout and "may have moved" not in found.stdout
+    cards = Page((tmp_path / "found.html").read_text()).cards
+    assert cards and all(card["img"].startswith("data:image/") for card in cards)
 
 
 def test_listing_does_not_import_the_report():
     code = ("import sys; from mm_core.cli.main import main; main(['list']); "
-            "assert not [m for m in sys.modules if m.startswith(('mm_core.report', 'matplotlib'))]")
+            "assert 'mm_report.hooks' in sys.modules; "  # the plugin is loaded, its report is not
+            "assert not [m for m in sys.modules if m.startswith(('mm_report.', 'matplotlib', 'PIL')) "
+            "and m != 'mm_report.hooks']")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from serve_support import data_url, png_bytes
 
-from mm_core.serve.conversation import to_chat_call
-from mm_core.serve.images import ImageLimits, load_image
-from mm_core.serve.queue import GenerationQueue, QueueFull
-from mm_core.serve.schemas import APIError, ChatCompletionRequest
+from mm_serve.conversation import to_chat_call
+from mm_serve.images import ImageLimits, load_image
+from mm_serve.queue import GenerationQueue, QueueFull
+from mm_serve.schemas import APIError, ChatCompletionRequest
 
 MARK = "<ImageHere>"
 
@@ -138,8 +138,8 @@ def failing_server():
 
     import uvicorn
 
-    from mm_core.serve.app import create_app
-    from mm_core.serve.chat_model import ChatModel
+    from mm_serve.app import create_app
+    from mm_serve.chat_model import ChatModel
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -2,16 +2,21 @@
 
     from mm_core.api import load_model_and_preprocess
     model, vis_processors, txt_processors = load_model_and_preprocess("blip2_feature_extractor", "tiny")
+
+A trained model from a run config and a checkpoint, ready to use (what ``mmrun serve`` / ``chat`` do)::
+
+    loaded = load_model_for_inference("run.yaml", checkpoint="output/run/checkpoints/latest")
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mm_core.config.loader import load_dataset_defaults, load_model_defaults, read_yaml
+from mm_core.config.loader import LoadedConfig, load_config, load_dataset_defaults, load_model_defaults, read_yaml
 from mm_core.errors import ConfigError
 from mm_core.registry import get_registry
 
@@ -61,6 +66,52 @@ def load_model_and_preprocess(
     return model.to(device), vis, text
 
 
+@dataclass
+class InferenceModel:
+    """What :func:`load_model_for_inference` returns: the model in eval mode on its device, the
+    eval processors of the config's ``preprocess`` block (``None`` when it names none), the
+    merged config and the model's display name ``ARCH-MODEL_TYPE``."""
+
+    model: Any
+    vis_processor: Any
+    text_processor: Any
+    config: DictConfig
+    name: str
+
+
+def load_model_for_inference(
+    config: str | Path | DictConfig | dict | LoadedConfig, options: list[str] | tuple[str, ...] = (),
+    checkpoint: str | Path | None = None, device: str | None = "cpu",
+) -> InferenceModel:
+    """Build the model of a run config as a run builds it (the registry's ``model.arch`` class,
+    ``from_config``), load ``checkpoint`` (anything :func:`~mm_core.engine.checkpoint.resolve_checkpoint`
+    reads, or an http(s) URL), move it to ``device`` (``None``: CUDA when available) in eval mode.
+
+    The one way ``mmrun serve``, ``mmrun chat`` and scripts load a trained model to use it."""
+    loaded = config if isinstance(config, LoadedConfig) else load_config(config, options)
+    cfg = loaded.config
+    if cfg.get("model") is None or cfg.model.get("arch") is None:
+        raise ConfigError(f"{loaded.user_file}: no model.arch to load",
+                          hint="give a run config with a model block (model.arch, model.model_type)")
+    model = _build_model(cfg.model, checkpoint)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    vis, text = load_preprocess(cfg.get("preprocess"))
+    name = f"{cfg.model.arch}-{cfg.model.get('model_type') or 'default'}"
+    return InferenceModel(model.to(device).eval(), vis["eval"], text["eval"], cfg, name)
+
+
+def _checkpoint_source(checkpoint: str | Path) -> str | Path:
+    """A URL as is (``BaseModel.load_checkpoint`` downloads it); a local path resolved."""
+    if str(checkpoint).startswith(("http://", "https://")):
+        return checkpoint
+    from mm_core.engine.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(checkpoint)
+
+
 def load_dataset(name: str, cfg_path: str | Path | None = None, vis_path: str | Path | None = None,
                  cache_dir: str | Path | None = None) -> dict[str, Any]:
     """All splits of dataset ``name`` built from its default config (or ``cfg_path``);
@@ -78,10 +129,10 @@ def load_dataset(name: str, cfg_path: str | Path | None = None, vis_path: str | 
     return builder.build_datasets()
 
 
-def _build_model(model_cfg: DictConfig, checkpoint: str | None) -> Any:
+def _build_model(model_cfg: DictConfig, checkpoint: str | Path | None) -> Any:
     model = get_registry().resolve("models", str(model_cfg.arch)).from_config(model_cfg)
     if checkpoint is not None:
-        model.load_checkpoint(checkpoint)
+        model.load_checkpoint(_checkpoint_source(checkpoint))
     return model
 
 
@@ -95,7 +146,7 @@ class _Zoo:
         registry = get_registry()
         if self.kind == "models":
             return [(n, ", ".join(registry.model_types(n))) for n in registry.names("models")]
-        return [(e.name, str(e.meta.get("data_type", ""))) for e in registry.entries("datasets")]
+        return [(e.name, e.registration.data_type or "") for e in registry.entries("datasets")]
 
     def __str__(self) -> str:
         header = ("Architectures", "Types") if self.kind == "models" else ("Dataset builders", "Data type")

@@ -1,11 +1,11 @@
-"""mm-core's own plugin: the engine's runners and lr schedulers, registered exactly as a
-third-party plugin registers its names (datasette's habit)."""
+"""mm-core's own plugin: the engine's runners and lr schedulers, the base task and the CLI's
+built-in commands, registered exactly as a third-party plugin registers its names (datasette's habit)."""
 
 from __future__ import annotations
 
 from mm_core.hookspecs import hookimpl
 
-MM_API_VERSION = "1.0"
+MM_API_VERSION = "2.0"
 
 
 @hookimpl
@@ -13,15 +13,6 @@ def register_runners() -> dict:
     return {
         "runner_base": "mm_core.engine.runner:EpochRunner",
         "runner_iter": "mm_core.engine.runner:IterRunner",
-        "deepspeed_runner": {
-            "target": "mm_core.engine.deepspeed_runner:DeepSpeedRunner",
-            "description": "DeepSpeed engine (ZeRO 0-3, bf16/fp16, offload); needs mm-core[deepspeed]",
-            "run_keys": {
-                "deepspeed_config": "dict|str",
-                "resume_ckpt_load_dir": "str|null",
-                "resume_ckpt_tag": "str|int|null",
-            },
-        },
     }
 
 
@@ -41,4 +32,19 @@ def register_tasks() -> dict:
             "target": "mm_core.base.task:BaseTask",
             "description": "train on the model's loss; evaluation reports the mean loss",
         },
+    }
+
+
+def _command(target: str, help_text: str) -> dict:
+    return {"target": target, "help": help_text}
+
+
+@hookimpl
+def register_commands() -> dict:
+    return {
+        "list": _command("mm_core.cli.listing:list_main", "list registered names (models, datasets, ...)"),
+        "plugins": _command("mm_core.cli.listing:plugins_main", "show installed plugins and their status"),
+        "info": _command("mm_core.cli.listing:info_main", "show the card of a model or dataset"),
+        "config": _command("mm_core.cli.run:config_main", "print the merged config and where each block came from"),
+        "new-plugin": _command("mm_core.cli.new_plugin:main", "scaffold a pip-installable third-party plugin"),
     }

@@ -231,7 +231,16 @@ def unregister_plugin(name: str) -> None:
 
 @contextmanager
 def plugin_registered(plugin: Any, name: str | None = None) -> Iterator[PluginInfo]:
-    """Register ``plugin`` for the duration of a ``with`` block."""
+    """Register ``plugin`` for the duration of a ``with`` block.
+
+    A plugin that is already registered (e.g. installed, so loaded from its entry point) is used
+    as it is, under its own name, and stays registered after the block.
+    """
+    host = get_plugin_host()
+    existing = host.pm.get_name(plugin)
+    if existing is not None:
+        yield host.infos.get(existing) or PluginInfo(existing)
+        return
     info = register_plugin(plugin, name=name)
     try:
         yield info

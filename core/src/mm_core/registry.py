@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -20,6 +21,7 @@ from mm_core.errors import (
     RegistryError,
     UnknownNameError,
     close_matches,
+    did_you_mean,
 )
 from mm_core.hookspecs import REGISTRATION_HOOKS
 from mm_core.plugins import PluginHost, PluginInfo, get_plugin_host
@@ -45,19 +47,52 @@ SINGULAR = {
     "runners": "runner",
     "lr_schedulers": "lr scheduler",
     "llms": "LLM backend",
+    "metrics": "metric",
     "commands": "command",
 }
 
 
 @dataclass(frozen=True)
+class Registration:
+    """What a plugin may say about a name: the dict form of a registration value.
+
+    ``target`` is required except for a ``renamed_to`` entry (a deprecated name that points at its
+    successor, as timm's ``register_model_deprecations``). The other keys are optional:
+    ``description`` (every kind), ``model_types`` / ``default_model_type`` (models),
+    ``configs`` / ``data_type`` (datasets), ``card`` (a ``"package:path.md"`` card for any kind),
+    ``run_keys`` (tasks and runners: extra ``run.*`` keys, key -> type spec), ``help``
+    (commands: the line ``mmrun --help`` shows), ``needs`` (names of other plugins it composes,
+    kind -> name -> distribution, so that a missing one is an "install <distribution>" error).
+    """
+
+    target: str = ""
+    description: str = ""
+    model_types: Mapping[str, str] | None = None
+    default_model_type: str | None = None
+    configs: Mapping[str, str] | None = None
+    data_type: str | None = None
+    card: str | None = None
+    run_keys: Mapping[str, str] = field(default_factory=dict)
+    help: str | None = None
+    needs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    renamed_to: str | None = None
+
+
+REGISTRATION_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Registration))
+
+
+@dataclass(frozen=True)
 class Entry:
-    """One registered name: its lazy target and the plugin that provides it."""
+    """One registered name: what its plugin registered, and which plugin that is."""
 
     kind: str
     name: str
-    target: str
     plugin: PluginInfo
-    meta: Mapping[str, Any] = field(default_factory=dict)
+    registration: Registration
+
+    @property
+    def target(self) -> str:
+        return self.registration.target
 
     @property
     def package(self) -> str:
@@ -66,7 +101,7 @@ class Entry:
 
     @property
     def description(self) -> str:
-        return str(self.meta.get("description", ""))
+        return self.registration.description
 
 
 def import_target(target: str) -> Any:
@@ -97,27 +132,44 @@ class Registry:
             self._collect(kind, hook_name)
 
     def _collect(self, kind: str, hook_name: str) -> None:
-        caller = getattr(self.host.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
-            info = self.host.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name)
-            try:
-                provided = impl.function() or {}
-            except Exception as exc:
-                info.status, info.error = "failed", f"{hook_name}() raised {type(exc).__name__}: {exc}"
-                continue
+        for info, provided in self._provided(hook_name):
             for name, value in provided.items():
-                entry = _make_entry(kind, name, value, info)
+                try:
+                    entry = Entry(kind, name, info, make_registration(kind, name, value, info))
+                except PluginError as exc:
+                    info.status, info.error = "failed", str(exc)
+                    continue
                 previous = self._entries[kind].get(name)
                 if previous is not None and previous.plugin.name != info.name:
                     self._conflicts.setdefault((kind, name), [previous]).append(entry)
                     continue
                 self._entries[kind][name] = entry
 
+    def _provided(self, hook_name: str) -> list[tuple[PluginInfo, dict[str, Any]]]:
+        """Each plugin's answer to a registration hook, in registration order; a plugin whose
+        hook raises is marked failed and skipped."""
+        answers = []
+        for impl in reversed(getattr(self.host.pm.hook, hook_name).get_hookimpls()):
+            info = self.host.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name)
+            try:
+                answers.append((info, dict(impl.function() or {})))
+            except Exception as exc:
+                info.status, info.error = "failed", f"{hook_name}() raised {type(exc).__name__}: {exc}"
+        return answers
+
+    def plugin_run_keys(self) -> dict[str, str]:
+        """``run.*`` keys declared by plugins through ``register_run_keys`` (key -> type spec)."""
+        keys: dict[str, str] = {}
+        for _, provided in self._provided("register_run_keys"):
+            keys.update({str(k): str(v) for k, v in provided.items()})
+        return keys
+
     # -- lookup ------------------------------------------------------------------------
     def names(self, kind: str, pattern: str = "*") -> list[str]:
         """Registered names of ``kind`` matching an fnmatch ``pattern``, sorted."""
         self._check_kind(kind)
-        return sorted(n for n in self._entries[kind] if fnmatch.fnmatchcase(n, pattern))
+        return sorted(n for n, e in self._entries[kind].items()
+                      if fnmatch.fnmatchcase(n, pattern) and not e.registration.renamed_to)
 
     def entries(self, kind: str, pattern: str = "*") -> list[Entry]:
         return [self._entries[kind][n] for n in self.names(kind, pattern)]
@@ -138,7 +190,13 @@ class Registry:
             )
         if name not in self._entries[kind]:
             raise self._unknown(kind, name)
-        return self._entries[kind][name]
+        entry = self._entries[kind][name]
+        if entry.registration.renamed_to:
+            successor = entry.registration.renamed_to
+            warnings.warn(f"{SINGULAR[kind]} name '{name}' is deprecated: plugin '{entry.plugin.label}' renamed "
+                          f"it to '{successor}'; use that name", FutureWarning, stacklevel=2)
+            return self.get(kind, successor)
+        return entry
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         kind, name = key
@@ -164,40 +222,40 @@ class Registry:
     def model_types(self, arch: str) -> dict[str, Traversable]:
         """``model_type`` -> default YAML for a model architecture."""
         entry = self.get("models", arch)
-        explicit = entry.meta.get("model_types")
+        explicit = entry.registration.model_types
         if explicit:
             return {t: resource(p) for t, p in explicit.items()}
-        return _yaml_files(resources.files(entry.package) / "configs" / "models" / arch)
+        return _yaml_files(resources.files(entry.package) / "configs" / "models" / entry.name)
 
     def default_model_type(self, arch: str) -> str | None:
         entry = self.get("models", arch)
-        if "default_model_type" in entry.meta:
-            return str(entry.meta["default_model_type"])
+        if entry.registration.default_model_type is not None:
+            return entry.registration.default_model_type
         types = self.model_types(arch)
         return next(iter(types)) if len(types) == 1 else None
 
     def dataset_types(self, name: str) -> dict[str, Traversable]:
         """Builder type -> default YAML for a dataset builder (``default`` is the usual one)."""
         entry = self.get("datasets", name)
-        explicit = entry.meta.get("configs")
+        explicit = entry.registration.configs
         if explicit:
             return {t: resource(p) for t, p in explicit.items()}
-        return _yaml_files(resources.files(entry.package) / "configs" / "datasets" / name)
+        return _yaml_files(resources.files(entry.package) / "configs" / "datasets" / entry.name)
 
     def card(self, kind: str, name: str) -> str | None:
         """The model or dataset card (markdown) shipped with the plugin, if any."""
         entry = self.get(kind, name)
-        if "card" in entry.meta:
-            return resource(entry.meta["card"]).read_text(encoding="utf-8")
+        if entry.registration.card:
+            return resource(entry.registration.card).read_text(encoding="utf-8")
         folder = {"models": "models", "datasets": "datasets"}.get(kind)
         if folder is None:
             return None
-        path = resources.files(entry.package) / "configs" / folder / name / "card.md"
+        path = resources.files(entry.package) / "configs" / folder / entry.name / "card.md"
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def run_keys(self, kind: str, name: str) -> dict[str, str]:
         """Extra ``run.*`` keys a task or runner declares (key -> type name)."""
-        return dict(self.get(kind, name).meta.get("run_keys", {}) or {})
+        return dict(self.get(kind, name).registration.run_keys or {})
 
     # -- errors ------------------------------------------------------------------------
     def _check_kind(self, kind: str) -> None:
@@ -205,6 +263,12 @@ class Registry:
             matches = close_matches(kind, KINDS)
             hint = f"did you mean {matches[0]!r}?" if matches else "kinds: " + ", ".join(KINDS)
             raise UnknownNameError(f"unknown kind '{kind}'", hint=hint)
+
+    def wanted_by(self, kind: str, name: str) -> list[tuple[Entry, str]]:
+        """Installed entries that declare they need ``name`` of ``kind``, with the distribution
+        they say provides it."""
+        return [(entry, entry.registration.needs[kind][name]) for entries in self._entries.values()
+                for entry in entries.values() if name in entry.registration.needs.get(kind, {})]
 
     def _unknown(self, kind: str, name: str) -> UnknownNameError:
         what = SINGULAR[kind]
@@ -223,19 +287,28 @@ class Registry:
             f"installed {kind}: {', '.join(self.names(kind)) or '(none)'}"
             f" — provided by {', '.join(providers) or 'no plugin'}; `mmrun list {kind}` shows them"
         )
+        for entry, distribution in self.wanted_by(kind, name)[:1]:
+            hint = (f"{what} '{name}' is provided by {distribution} ({SINGULAR[entry.kind]} '{entry.name}' of "
+                    f"'{entry.plugin.label}' needs it): pip install {distribution}; {hint}")
         return UnknownNameError("; ".join(parts), hint=hint)
 
 
-def _make_entry(kind: str, name: str, value: Any, info: PluginInfo) -> Entry:
+def make_registration(kind: str, name: str, value: Any, info: PluginInfo) -> Registration:
+    """A registration value (``"pkg.module:Attr"`` or a dict of :class:`Registration`'s keys) as a
+    record; a malformed value or an unknown key is a :class:`PluginError` naming the plugin."""
+    where = f"plugin '{info.label}' registers {SINGULAR[kind]} '{name}'"
     if isinstance(value, str):
-        return Entry(kind, name, value, info, {})
-    if isinstance(value, Mapping) and "target" in value:
-        meta = {k: v for k, v in value.items() if k != "target"}
-        return Entry(kind, name, str(value["target"]), info, meta)
-    raise PluginError(
-        f"plugin '{info.label}' registers {SINGULAR[kind]} '{name}' with {value!r}",
-        hint="a registration value is 'package.module:Attr' or a dict with a 'target' key",
-    )
+        return Registration(target=value)
+    if not isinstance(value, Mapping):
+        raise PluginError(f"{where} with {value!r}",
+                          hint="a registration value is 'package.module:Attr' or a dict with a 'target' key")
+    unknown = [key for key in value if key not in REGISTRATION_KEYS]
+    if unknown:
+        raise PluginError(f"{where} with unknown key '{unknown[0]}'{did_you_mean(str(unknown[0]), REGISTRATION_KEYS)}",
+                          hint="registration keys: " + ", ".join(REGISTRATION_KEYS))
+    if not value.get("target") and not value.get("renamed_to"):
+        raise PluginError(f"{where} without a 'target'", hint="add 'target': 'package.module:Attr'")
+    return Registration(**{k: str(v) if k in ("target", "description") else v for k, v in value.items()})
 
 
 def _yaml_files(folder: Traversable) -> dict[str, Traversable]:

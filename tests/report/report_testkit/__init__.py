@@ -1,1 +1,1 @@
-"""A tiny captioning model for the report tests (registered for the coco plugin's captioning task)."""
+"""The report tests' plugin: a tiny captioning model, and a dataset and a task that are not COCO's."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,17 @@ class BaseModel(nn.Module):
         }
 
 
-def config_value(cfg: DictConfig, key: str, default: Any) -> Any:
-    """``cfg.key`` or ``default`` when the key is absent or null."""
-    value = OmegaConf.select(cfg, key, default=None)
+def config_value(cfg: DictConfig | Mapping[str, Any] | None, key: str, default: Any) -> Any:
+    """``cfg.key`` (a dotted path) or ``default`` when ``cfg`` is None or the key is absent or null.
+
+    The one option reader of models and processors: ``cfg`` is a config block (``DictConfig``)
+    or a plain dict (processors built in code get one)."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, DictConfig):
+        value = OmegaConf.select(cfg, key, default=None)
+    else:
+        value = cfg
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
     return default if value is None else value

@@ -1,8 +1,13 @@
-"""BaseTask: how a model is trained and evaluated on datasets (LAVIS semantics)."""
+"""BaseTask: how a model is trained and evaluated on datasets (LAVIS semantics).
+
+Evaluation results are saved as records whose keys a report can show without knowing the task:
+the contract is in :mod:`mm_core.base.results`; :meth:`BaseTask.display_fields` fills it in.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +16,7 @@ from omegaconf import DictConfig
 
 from mm_core.base.dataset import BaseDataset, batch_size_of
 from mm_core.base.model import BaseModel
+from mm_core.base.results import display_fields
 
 
 class BaseTask:
@@ -24,6 +30,8 @@ class BaseTask:
 
     def __init__(self, cfg: DictConfig | None = None) -> None:
         self.cfg = cfg
+        #: The media root of the split being evaluated (set by :meth:`before_evaluation`).
+        self.images_root: Path | None = None
 
     @classmethod
     def setup_task(cls, cfg: DictConfig | None = None, **kwargs: Any) -> BaseTask:
@@ -63,6 +71,10 @@ class BaseTask:
         return [{"loss": float(output["loss"].detach()), "n": batch_size_of(samples)}]
 
     def before_evaluation(self, model: BaseModel, dataset: BaseDataset, **kwargs: Any) -> None:
+        """Called on every rank before a split is evaluated: records the split's media root
+        (``dataset.vis_root``) for :meth:`display_fields`, and lets the model prepare."""
+        vis_root = getattr(dataset, "vis_root", None)
+        self.images_root = Path(vis_root).resolve() if vis_root is not None else None
         unwrapped = getattr(model, "module", model)
         if hasattr(unwrapped, "before_evaluation"):
             unwrapped.before_evaluation(dataset=dataset, task_type=type(self))
@@ -75,8 +87,17 @@ class BaseTask:
         loss = sum(r["loss"] * r.get("n", 1) for r in results) / total
         return {"loss": loss, "agg_metrics": -loss}
 
+    def display_fields(self, image: str | None = None, prompt: str | None = None,
+                       references: Sequence[str] | None = None, score: float | None = None,
+                       score_name: str | None = None) -> dict[str, Any]:
+        """The keys that let a report show a result record (:mod:`mm_core.base.results`), those
+        given only; ``image`` is relative to the evaluated split's media root, added as ``images_root``."""
+        return display_fields(image=image, images_root=self.images_root, prompt=prompt, references=references,
+                              score=score, score_name=score_name)
+
     def save_results(self, results: list[Any], output_dir: Path, split: str, epoch: int | str) -> Path:
-        """Write results as ``result/<split>_epoch<epoch>.json`` under ``output_dir``."""
+        """Write results as ``result/<split>_epoch<epoch>.json`` under ``output_dir`` (the records
+        a report reads: :mod:`mm_core.base.results`)."""
         folder = Path(output_dir) / "result"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{split}_epoch{epoch}.json"

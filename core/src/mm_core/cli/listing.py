@@ -50,8 +50,8 @@ def _describe_entry(registry, entry, verbose: bool) -> str:
     if entry.kind == "models":
         types = list(registry.model_types(entry.name))
         text += f"  [{', '.join(types)}]" if types else ""
-    elif entry.kind == "datasets" and entry.meta.get("data_type"):
-        text += f"  ({entry.meta['data_type']})"
+    elif entry.kind == "datasets" and entry.registration.data_type:
+        text += f"  ({entry.registration.data_type})"
     if verbose:
         text += f"\n      target: {entry.target}\n      plugin: {entry.plugin.label}"
         if entry.description:
@@ -100,7 +100,7 @@ def info_main(argv: list[str]) -> int:
         if kind == "models":
             print(f"  model types: {', '.join(registry.model_types(args.name)) or '(none)'}")
         if kind == "datasets":
-            print(f"  data type: {entry.meta.get('data_type', 'images')}; config types: "
+            print(f"  data type: {entry.registration.data_type or 'images'}; config types: "
                   f"{', '.join(registry.dataset_types(args.name)) or '(none)'}")
         card = registry.card(kind, args.name)
         if card:

@@ -6,7 +6,8 @@
     mmrun config --config run.yaml [--options k=v ...]
     mmrun info NAME
 
-Plugins add sub-commands through the ``register_commands`` hook. Listing, ``config`` and
+Every sub-command, the built-in ones too (:mod:`mm_core.builtin`), is registered through the
+``register_commands`` hook, so two providers of one name are the registry's usual error. Listing, ``config`` and
 ``--help`` import no torch. User errors exit with code 2 and a message; ``--debug`` shows the
 traceback.
 """
@@ -19,16 +20,6 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from mm_core.errors import MMError
-
-BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
-    "list": ("mm_core.cli.listing:list_main", "list registered names (models, datasets, ...)"),
-    "plugins": ("mm_core.cli.listing:plugins_main", "show installed plugins and their status"),
-    "info": ("mm_core.cli.listing:info_main", "show the card of a model or dataset"),
-    "config": ("mm_core.cli.run:config_main", "print the merged config and where each block came from"),
-    "new-plugin": ("mm_core.cli.new_plugin:main", "scaffold a pip-installable third-party plugin"),
-    "serve": ("mm_core.serve.cli:main", "serve a chat model: OpenAI-compatible API and a web chat page"),
-    "report": ("mm_core.report.cli:main", "plots and a self-contained HTML page of one or more run directories"),
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,28 +64,20 @@ def _dispatch(args: list[str]) -> int:
     return run_main(args)
 
 
-def _commands() -> dict[str, tuple[str, str]]:
-    commands = dict(BUILTIN_COMMANDS)
+def _commands() -> dict[str, str]:
+    """Command name -> its help line."""
     from mm_core.registry import get_registry
 
-    for entry in get_registry().entries("commands"):
-        commands.setdefault(entry.name, (entry.target, str(entry.meta.get("help", entry.description))))
-    return commands
+    return {e.name: e.registration.help or e.description for e in get_registry().entries("commands")}
 
 
 def _find_command(name: str) -> Callable[[list[str]], int] | None:
-    if name in BUILTIN_COMMANDS:
-        target = BUILTIN_COMMANDS[name][0]
-    else:
-        from mm_core.registry import get_registry
+    from mm_core.registry import get_registry
 
-        registry = get_registry()
-        if ("commands", name) not in registry:
-            return None
-        target = registry.get("commands", name).target
-    from mm_core.registry import import_target
-
-    return import_target(target)
+    registry = get_registry()
+    if ("commands", name) not in registry:
+        return None
+    return registry.resolve("commands", name)
 
 
 def _help_text() -> str:
@@ -109,7 +92,7 @@ def _help_text() -> str:
     ]
     commands = _commands()
     width = max(len(name) for name in commands) + 2
-    for name, (_, help_text) in sorted(commands.items()):
+    for name, help_text in sorted(commands.items()):
         lines.append(f"  {name:<{width}}{help_text}")
     lines += [
         "",

@@ -98,7 +98,7 @@ def _write(path: Path, text: str) -> Path:
 
 def _hooks_module(kinds: list[str], values: dict[str, str]) -> str:
     lines = [f'"""Registration hooks of {values["dist"]}: public names -> lazy targets (nothing heavy imported)."""',
-             "", "from mm_core.hookspecs import hookimpl", "", 'MM_API_VERSION = "1.0"', ""]
+             "", "from mm_core.hookspecs import hookimpl", "", 'MM_API_VERSION = "2.0"', ""]
     for kind in kinds:
         hook, entry = REGISTRATIONS[kind]
         lines += ["", "@hookimpl", f"def {hook}():", f"    return {{{Template(entry).substitute(values)}}}", ""]

@@ -18,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mm_core.config.schema import RUN_KEYS, TOP_LEVEL_KEYS, type_matches, type_of_default
+from mm_core.config.schema import TOP_LEVEL_KEYS, type_matches, type_of_default
 from mm_core.errors import ConfigError, did_you_mean
 
 OPTIONS_SOURCE = "--options"
@@ -231,11 +231,12 @@ def _origin(key_path: str, layers: list[tuple[str, DictConfig]]) -> str:
 
 
 def run_schema(run: dict[str, Any]) -> dict[str, str]:
-    """Known ``run`` keys for this run: the engine's plus its task's and runner's."""
+    """Known ``run`` keys for this run: the engine's, its task's and runner's, and the plugins'."""
+    from mm_core.engine.settings import run_key_types
     from mm_core.registry import get_registry
 
     registry = get_registry()
-    schema = dict(RUN_KEYS)
+    schema = {**run_key_types(), **registry.plugin_run_keys()}
     task = run.get("task")
     if isinstance(task, str):
         schema.update(registry.run_keys("tasks", task))

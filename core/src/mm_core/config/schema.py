@@ -1,86 +1,12 @@
-"""What the ``run`` block may contain, and the type checks shared by config validation.
+"""The type checks shared by config validation, and the config's top-level blocks.
 
-The engine's own keys live here; a task or runner adds its own through the ``run_keys`` of
-its registration (see :func:`mm_core.hookspecs.register_tasks`).
+The ``run`` keys themselves are :class:`mm_core.engine.settings.RunSettings`' fields, plus those a
+task, runner or plugin declares (see :mod:`mm_core.hookspecs`).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-#: ``run.*`` keys every run understands: key -> type name ("a|b" for either).
-RUN_KEYS: dict[str, str] = {
-    # what to run
-    "task": "str",
-    "runner": "str",
-    "evaluate": "bool",
-    "train_splits": "list",
-    "valid_splits": "list",
-    "test_splits": "list",
-    "output_dir": "str",
-    "seed": "int",
-    # length of training
-    "max_epoch": "int",
-    "max_iters": "int",
-    "iters_per_inner_epoch": "int",
-    "iters_per_epoch": "int",
-    # optimisation
-    "lr_sched": "str",
-    "init_lr": "float",
-    "min_lr": "float",
-    "warmup_lr": "float",
-    "warmup_steps": "int",
-    "lr_decay_rate": "float",
-    "lr_layer_decay": "float",
-    "weight_decay": "float",
-    "beta2": "float",
-    "optimizer": "str",
-    "accum_grad_iters": "int",
-    "grad_norm_clip": "float|null",
-    "gradient_checkpointing": "bool",
-    # data loading
-    "batch_size_train": "int",
-    "batch_size_eval": "int",
-    "num_workers": "int",
-    "group_by_length": "bool",
-    "use_dist_eval_sampler": "bool",
-    "train_dataset_ratios": "dict|null",
-    # precision
-    "amp": "bool",
-    "autocast_dtype": "str",
-    "loss_scale": "bool|float|str|null",
-    "num_threads": "int|null",
-    # distributed
-    "device": "str",
-    "world_size": "int",
-    "dist_url": "str",
-    "distributed": "bool",
-    "dist_backend": "str",
-    "dist_timeout": "int|float",
-    "gpu": "int",
-    "rank": "int",
-    # MiniGPT4-Qwen's FSDP switches (read, not used: mm trains with DDP or the DeepSpeed runner)
-    "fsdp": "bool",
-    "cpu_offload": "bool|null",
-    "min_num_params": "int|float|null",
-    # checkpoints and evaluation
-    "resume_ckpt_path": "str|null",
-    "ckpt_freq": "int",
-    "ckpt_iters": "int|null",
-    "keep_last": "int",
-    "val_freq": "int",
-    "eval_freq": "int",
-    "best_metric": "str",
-    "best_split": "str|null",
-    "best_mode": "str",
-    "eval_before_train": "bool",
-    "save_results": "bool",
-    # logging
-    "log_freq": "int",
-    "tensorboard": "bool",
-    "report_metric": "bool",
-    "progress_bar": "bool|null",
-}
 
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "preprocess", "env")
 

@@ -168,7 +168,8 @@ class CheckpointStore:
         return [name for _, _, name in sorted(found)]
 
     def resolve(self, spec: str) -> Path:
-        """A checkpoint directory from ``run.resume_ckpt_path``: a path, ``latest`` or ``best``."""
+        """The checkpoint ``run.resume_ckpt_path`` names: ``latest`` or ``best`` of this store, else
+        what :func:`resolve_checkpoint` makes of it."""
         if spec in POINTERS:
             tag = self.pointer(spec)
             if tag is None and spec == "latest" and self.tags():
@@ -179,20 +180,27 @@ class CheckpointStore:
                     hint="start without run.resume_ckpt_path, or point it at a checkpoint directory",
                 )
             return self.root / tag
-        return resolve_checkpoint_dir(spec)
+        return resolve_checkpoint(spec)
 
 
-def resolve_checkpoint_dir(spec: str | Path) -> Path:
-    """A checkpoint directory given as its path, or as a ``checkpoints`` folder / pointer file."""
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """The one reading of a checkpoint a user names (``--checkpoint``, ``run.resume_ckpt_path``,
+    ``load_model_for_inference``): a weights file (``.safetensors``, ``.pth`` ...) as is; an mm
+    checkpoint directory; a run's ``checkpoints`` folder or its ``latest`` / ``best`` pointer file
+    becomes the checkpoint directory the pointer names. Anything else is a :class:`CheckpointError`."""
     path = Path(spec).expanduser()
-    if path.is_file() and path.name in POINTERS:
+    if path.is_file() and path.name not in POINTERS:
+        return path
+    if path.is_file():
         return CheckpointStore(path.parent).resolve(path.name)
     if path.is_dir() and not is_complete(path) and (path / "latest").is_file():
         return CheckpointStore(path).resolve("latest")
     if not path.is_dir() or not is_complete(path):
         raise CheckpointError(
-            f"{path} is not a complete mm checkpoint directory (it needs {META_FILE}, {MODEL_FILE}, {STATE_FILE})",
-            hint="give <output_dir>/checkpoints/<tag>, or 'latest' to continue the run in run.output_dir",
+            f"{path} is neither a weights file nor a complete mm checkpoint directory "
+            f"(one needs {META_FILE}, {MODEL_FILE}, {STATE_FILE})",
+            hint="give a .safetensors/.pth file, <output_dir>/checkpoints/<tag>, <output_dir>/checkpoints or its "
+                 "'latest' / 'best' pointer (run.resume_ckpt_path=latest continues the run in run.output_dir)",
         )
     return path
 

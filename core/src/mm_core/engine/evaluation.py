@@ -1,6 +1,7 @@
 """Evaluating one split: every rank runs ``task.valid_step`` over its shard, the results are
 gathered to rank 0 over the process group (no shared filesystem needed), and rank 0 asks the
-task for the split's metrics and saves the results as JSON."""
+task for the split's metrics and then saves the results as JSON (after the metrics, so that a
+task can add per-sample scores to the records; see :mod:`mm_core.base.results`)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ def evaluate_split(task: Any, model: torch.nn.Module, dataset: Dataset, split: s
     if not ctx.is_main:
         return None
     merged = [r for part in gathered for r in part]
-    if save_results and output_dir is not None and hasattr(task, "save_results"):
-        task.save_results(merged, output_dir, split.replace("/", "_"), epoch)
-    metrics = task.after_evaluation(results=merged, split=split, epoch=epoch, output_dir=output_dir)
+    try:
+        metrics = task.after_evaluation(results=merged, split=split, epoch=epoch, output_dir=output_dir)
+    finally:  # results are saved even when scoring fails: they are what one looks at then
+        if save_results and output_dir is not None and hasattr(task, "save_results"):
+            task.save_results(merged, output_dir, split.replace("/", "_"), epoch)
     return {k: _scalar(v) for k, v in (metrics or {}).items()}
 
 

@@ -1,5 +1,5 @@
-"""Where a run's numbers go: ``<output_dir>/metrics.jsonl``, a tqdm progress bar with ETA, and
-TensorBoard scalars when ``run.tensorboard`` is set and tensorboard is installed.
+"""Where a run's numbers go: ``<output_dir>/metrics.jsonl`` and a tqdm progress bar with ETA
+(other sinks, such as TensorBoard, are lifecycle plugins).
 
 Only rank 0 writes; other ranks get a :class:`MetricsLog` that drops everything.
 ``metrics.jsonl`` holds one JSON object per event, appended (a resumed run continues the file)::
@@ -12,7 +12,6 @@ Only rank 0 writes; other ranks get a :class:`MetricsLog` that drops everything.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import resource
 import sys
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-log = logging.getLogger(__name__)
 
 
 def max_memory_mb(device: torch.device) -> float:
@@ -33,15 +30,14 @@ def max_memory_mb(device: torch.device) -> float:
 
 
 class MetricsLog:
-    """Appends events to ``metrics.jsonl``, mirrors scalars to TensorBoard, drives the bar."""
+    """Appends events to ``metrics.jsonl`` and drives the progress bar."""
 
-    def __init__(self, output_dir: Path | None, enabled: bool, tensorboard: bool = False,
-                 progress_bar: bool | None = None, wall_offset: float = 0.0):
+    def __init__(self, output_dir: Path | None, enabled: bool, progress_bar: bool | None = None,
+                 wall_offset: float = 0.0):
         self.enabled = enabled and output_dir is not None
         self.path = Path(output_dir) / "metrics.jsonl" if output_dir is not None else None
         self.start = time.time() - wall_offset
         self._file = open(self.path, "a", encoding="utf-8") if self.enabled else None  # noqa: SIM115
-        self._tb = _tensorboard(Path(output_dir) / "tensorboard") if self.enabled and tensorboard else None
         show_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
         self._show_bar = self.enabled and show_bar
         self._bar = None
@@ -57,12 +53,6 @@ class MetricsLog:
         record = {"type": event.pop("type"), **event, "wall_time": round(self.wall_time, 4), "time": time.time()}
         self._file.write(json.dumps(record, default=_jsonable) + "\n")
         self._file.flush()
-        if self._tb is not None:
-            prefix = record["type"] if record["type"] != "eval" else f"eval/{record.get('split')}"
-            step = int(record.get("step", 0))
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "time"):
-                    self._tb.add_scalar(f"{prefix}/{key}", value, step)
 
     # progress bar -----------------------------------------------------------------------
     def start_bar(self, total: int, initial: int, desc: str = "train") -> None:
@@ -85,18 +75,6 @@ class MetricsLog:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-
-
-def _tensorboard(folder: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard is an optional extra
-        log.warning("run.tensorboard is set but tensorboard is not installed: pip install 'mm-core[tensorboard]'")
-        return None
-    return SummaryWriter(str(folder))
 
 
 def _short(value: Any) -> Any:

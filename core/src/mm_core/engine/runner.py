@@ -6,10 +6,30 @@ iterations (micro-batches) drawn from the :class:`~mm_core.engine.data.TrainStre
 ``accum_grad_iters`` micro-batches make one optimizer step. Subclasses only say how many
 epochs there are and how long each is (:meth:`Runner.plan`).
 
-Extension points for other runners (a DeepSpeed runner overrides these and keeps the rest —
-evaluation, metrics, hooks, best-checkpoint logic): :meth:`Runner.wrap_model`,
-:meth:`Runner.build_optimizer`, :meth:`Runner.accumulation_context`, :meth:`Runner.backward`, :meth:`Runner.optimizer_step`,
-:meth:`Runner.save_checkpoint`, :meth:`Runner.load_checkpoint`.
+The runner API, for runners shipped by plugins (mm-plugin-deepspeed's ``deepspeed_runner`` is one):
+override these and keep the rest — evaluation, metrics, lifecycle hooks, best-checkpoint logic.
+
+=============================  =================================================================
+``plan()``                     micro-batches of each epoch (``EpochRunner.plan`` / ``IterRunner.plan``
+                               may be called on any runner)
+``build_optimizer()``          the optimizer; called first in ``setup_training``, the scheduler wraps it
+``wrap_model(model)``          the module every forward goes through (DDP, an engine), after the optimizer
+``setup_training()``           stream, plan, optimizer, scheduler, wrapped model; an override calls super
+``accumulation_context(m, last)``  around each micro-batch; ``last`` ends an optimizer step
+``backward(loss)``             backward of one micro-batch (the loss is already divided by the group)
+``optimizer_step()``           clip, step, zero the gradients (the scheduler has set the lr)
+``save_checkpoint(best)``      on every rank; writes ``checkpoints/<tag()>`` on rank 0
+``trainable_state_dict()``     rank 0 only, inside ``save_checkpoint``: collectives must come before
+``training_state(rng)``        optimizer, scheduler, scaler, rng, progress, stream, world_size
+``load_checkpoint(path)``      resume from the directory ``resolve_resume`` gives
+``restore_training_state(s)``  scheduler, progress, data position, RNG from a ``training_state`` dict
+``load_model_weights(path)``   weights only (``test_with_best``, ``run.evaluate``), every rank
+=============================  =================================================================
+
+Attributes a subclass may read or replace after ``super().__init__``: ``settings``
+(:class:`~mm_core.engine.settings.RunSettings`), ``precision``, ``model``, ``optimizer``,
+``scheduler``, ``stream``, ``progress`` (:class:`Progress`), ``store``, ``ctx``, ``metrics``,
+``last_checkpoint``, ``last_saved_step`` and ``view`` (the lifecycle hooks' :class:`RunView`).
 """
 
 from __future__ import annotations
@@ -30,7 +50,6 @@ from mm_core.engine.checkpoint import (
     CheckpointStore,
     capture_rng,
     read_training_state,
-    resolve_checkpoint_dir,
     restore_rng,
 )
 from mm_core.engine.data import TrainStream, concat_train_splits, move_to_device
@@ -42,6 +61,7 @@ from mm_core.engine.optim import build_optimizer
 from mm_core.engine.precision import Precision, build_precision
 from mm_core.engine.settings import RunSettings
 from mm_core.errors import CheckpointError, ConfigError
+from mm_core.run_view import RunView
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +92,8 @@ class Runner:
         self.ctx: DistContext = init_distributed(s.device, s.dist_backend, s.dist_timeout)
         self.output_dir = Path(s.output_dir)
         self.model = model.to(self.ctx.device)
-        self.should_stop = False  # a lifecycle plugin may set it (early stopping)
+        self.view = RunView(config=cfg, output_dir=self.output_dir, runner=s.runner, rank=self.ctx.rank,
+                            world_size=self.ctx.world_size)
         self.progress = Progress()
         self.store = CheckpointStore(self.output_dir / "checkpoints", keep_last=s.keep_last)
         self.precision: Precision = build_precision(self.ctx.device, s.amp, s.autocast_dtype, s.loss_scale)
@@ -83,7 +104,7 @@ class Runner:
         self.metrics: MetricsLog | None = None
         self.last_checkpoint: str | None = None
         self.eval_history: dict[str, list[tuple[int | str, dict[str, float]]]] = {}
-        self._last_saved_step: int | None = None
+        self.last_saved_step: int | None = None
         if s.gradient_checkpointing and hasattr(self.model, "set_gradient_checkpointing"):
             self.model.set_gradient_checkpointing(True)
 
@@ -97,6 +118,12 @@ class Runner:
         from mm_core.plugins import get_plugin_host
 
         return get_plugin_host().pm.hook
+
+    def run_view(self, metrics: dict[str, Any] | None = None) -> RunView:
+        """The lifecycle hooks' view of the run, brought up to date."""
+        self.view.step, self.view.epoch = self.progress.step, self.progress.epoch
+        self.view.metrics = dict(metrics or {})
+        return self.view
 
     # -- building --------------------------------------------------------------------------
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -164,8 +191,8 @@ class Runner:
         epochs = self.setup_training()
         if self.settings.resume_ckpt_path:
             self.load_checkpoint(self.resolve_resume(self.settings.resume_ckpt_path))
-        self.metrics = MetricsLog(self.output_dir, self.ctx.is_main, self.settings.tensorboard,
-                                  self.settings.progress_bar, wall_offset=self.progress.elapsed)
+        self.metrics = MetricsLog(self.output_dir, self.ctx.is_main, self.settings.progress_bar,
+                                  wall_offset=self.progress.elapsed)
         signals = StopSignals().install()
         status, summary = "failed", {}
         try:
@@ -178,7 +205,7 @@ class Runner:
         finally:
             signals.restore()
             self.metrics.close()
-            self.hook.run_finished(runner=self, status=status)
+            self.hook.run_finished(run=self.run_view(), status=status)
         if self.ctx.is_main and self.eval_history:
             print(format_eval_history(self.eval_history), flush=True)
         summary.update(status=status, signal=signals.received, step=self.progress.step)
@@ -244,7 +271,7 @@ class Runner:
         self.optimizer_step()
         self.progress.step = step
         values = {**numbers, "lr": lr, "epoch": self.progress.epoch}
-        self.hook.after_train_step(runner=self, step=step, metrics=dict(values))
+        self.hook.after_train_step(run=self.run_view(values), step=step, metrics=dict(values))
         self.metrics.advance(group, loss=numbers["loss"], lr=lr)
         return values, n_samples
 
@@ -276,7 +303,7 @@ class Runner:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _stop_requested(self, signals: StopSignals) -> bool:
-        return self.ctx.any_true(signals.requested or self.should_stop)
+        return self.ctx.any_true(signals.requested or self.view.stop_requested)
 
     def _log_train(self, window: _Window) -> None:
         values = self.ctx.mean(window.means())
@@ -329,8 +356,8 @@ class Runner:
             if self.metrics is not None:
                 self.metrics.write({"type": "eval", "split": label, "step": self.progress.step,
                                     "epoch": epoch, **metrics})
-            self.hook.after_evaluation(runner=self, split=label, epoch=epoch if isinstance(epoch, int) else -1,
-                                       metrics=dict(metrics))
+            self.hook.after_evaluation(run=self.run_view(metrics), split=label,
+                                       epoch=epoch if isinstance(epoch, int) else -1, metrics=dict(metrics))
             log.info("eval %s (epoch %s): %s", label, epoch, metrics)
         return results
 
@@ -357,14 +384,14 @@ class Runner:
             )
         if self.ctx.is_main:
             preflight_output_dir(self.output_dir)
-        self.metrics = MetricsLog(self.output_dir, self.ctx.is_main, s.tensorboard, False)
+        self.metrics = MetricsLog(self.output_dir, self.ctx.is_main, False)
         status, results = "failed", {}
         try:
             results = self.evaluate_splits(splits, "eval")
             status = "completed"
         finally:
             self.metrics.close()
-            self.hook.run_finished(runner=self, status=status)
+            self.hook.run_finished(run=self.run_view(), status=status)
         return {"status": status, "eval": results}
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -392,7 +419,7 @@ class Runner:
     def save_checkpoint(self, best: bool = False) -> str:
         """Write ``checkpoints/<tag>`` (rank 0 writes; every rank's RNG state is gathered to it)."""
         tag = self.tag()
-        if self._last_saved_step == self.progress.step:  # already saved at this step
+        if self.last_saved_step == self.progress.step:  # already saved at this step
             if best and self.ctx.is_main:
                 self.store.set_pointer("best", tag)
             return tag
@@ -405,16 +432,15 @@ class Runner:
                                     config_yaml, meta, best=best)
             self.store.prune()
             log.info("saved checkpoint %s", path)
-            self.hook.checkpoint_saved(runner=self, path=str(path), tag=tag)
+            self.hook.checkpoint_saved(run=self.run_view(), path=str(path), tag=tag)
         self.ctx.barrier()
         self.last_checkpoint = tag
-        self._last_saved_step = self.progress.step
+        self.last_saved_step = self.progress.step
         return tag
 
     def resolve_resume(self, spec: str) -> Path:
-        if spec in ("latest", "best"):
-            return self.store.resolve(spec)
-        return resolve_checkpoint_dir(spec) if Path(spec).is_dir() or Path(spec).name in ("latest", "best") else Path(spec)
+        """The checkpoint ``run.resume_ckpt_path`` names (see :meth:`CheckpointStore.resolve`)."""
+        return self.store.resolve(spec)
 
     def load_model_weights(self, path: Path) -> None:
         """Trainable weights of a checkpoint (strict for trainable parameters, silent for frozen)."""
@@ -442,21 +468,27 @@ class Runner:
                 "(model.load_checkpoint / run.evaluate)",
             )
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
         if self.precision.scaler is not None and state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
+        self.restore_training_state(state, str(path))
+        self.last_checkpoint = path.name
+        self.last_saved_step = self.progress.step
+        log.info("resumed from %s at step %d (epoch %d)", path, self.progress.step, self.progress.epoch)
+
+    def restore_training_state(self, state: dict[str, Any], where: str) -> None:
+        """Scheduler, progress, data position and (for the same world size) this rank's RNG state
+        from a :meth:`training_state` dict; ``where`` names the checkpoint in warnings."""
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
-        self.stream.load_state_dict(state["stream"])
+        if state.get("stream"):
+            self.stream.load_state_dict(state["stream"])
         rng = state.get("rng") or []
         if len(rng) == self.ctx.world_size:
             restore_rng(rng[self.ctx.rank])
         else:
             log.warning("checkpoint %s was saved by %d processes, this run has %d: RNG states not restored, "
-                        "so the run continues but not bit-exactly", path, len(rng), self.ctx.world_size)
-        self.last_checkpoint = path.name
-        self._last_saved_step = self.progress.step
-        log.info("resumed from %s at step %d (epoch %d)", path, self.progress.step, self.progress.epoch)
+                        "so the run continues but not bit-exactly", where, len(rng), self.ctx.world_size)
 
 
 def format_eval_history(history: dict[str, list[tuple[int | str, dict[str, float]]]]) -> str:

@@ -1,6 +1,7 @@
-"""RunSettings: the typed view of the ``run`` block the engine reads.
+"""RunSettings: the ``run`` block's schema and its typed view — the one list of the engine's ``run.*`` keys.
 
-LAVIS YAMLs write numbers loosely (``max_iters: 2e4``, ``init_lr: 1e-4`` that plain YAML reads
+Config validation reads the key types from these fields (:func:`run_key_types`); a task, a runner
+or a plugin adds its own keys through its registration (see :mod:`mm_core.hookspecs`). LAVIS YAMLs write numbers loosely (``max_iters: 2e4``, ``init_lr: 1e-4`` that plain YAML reads
 as a string); everything is coerced here once, with errors naming the key, so the rest of the
 engine works with plain Python values.
 """
@@ -53,7 +54,7 @@ class RunSettings:
     # precision and device
     amp: bool = False
     autocast_dtype: str | None = None
-    loss_scale: Any = True
+    loss_scale: bool | float | str | None = True
     num_threads: int | None = None
     device: str | None = None
     dist_backend: str | None = None
@@ -71,8 +72,22 @@ class RunSettings:
     save_results: bool = True
     # logging
     log_freq: int = 50
-    tensorboard: bool = False
     progress_bar: bool | None = None
+    # accepted so that LAVIS' and MiniGPT4-Qwen's files load unchanged; not read by mm's runners
+    # (torchrun sets the process group; DDP or the DeepSpeed runner replace FSDP)
+    optimizer: str | None = None
+    use_dist_eval_sampler: bool | None = None
+    train_dataset_ratios: dict | None = None
+    world_size: int | None = None
+    dist_url: str | None = None
+    distributed: bool | None = None
+    gpu: int | None = None
+    rank: int | None = None
+    fsdp: bool | None = None
+    cpu_offload: bool | None = None
+    min_num_params: float | None = None
+    eval_freq: int | None = None  # MiniGPT4-Qwen's name for val_freq
+    report_metric: bool | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict | None) -> RunSettings:
@@ -113,7 +128,21 @@ class RunSettings:
         return self.init_lr if self.warmup_lr < 0 else self.warmup_lr
 
 
+def run_key_types() -> dict[str, str]:
+    """``run.*`` key -> type spec (``"int|null"``, see :func:`mm_core.config.schema.type_matches`)."""
+    return {f.name: _type_spec(str(f.type)) for f in fields(RunSettings)}
+
+
+def _type_spec(annotation: str) -> str:
+    """``"list[str] | None"`` -> ``"list|null"``."""
+    parts = [part.strip().split("[")[0] for part in annotation.split("|")]
+    return "|".join("null" if part == "None" else part for part in parts)
+
+
 def _coerce(key: str, value: Any, type_name: str) -> Any:
+    type_name = type_name.replace(" | None", "")
+    if "|" in type_name:  # a union (loss_scale: true, 128.0 or "dynamic") is taken as written
+        return value
     try:
         if type_name.startswith("bool"):
             if isinstance(value, str):

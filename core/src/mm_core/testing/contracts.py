@@ -82,12 +82,13 @@ def check_processor(name: str, item: Any, cfg: dict[str, Any] | None = None) -> 
     return output
 
 
-def check_builder(name: str, cache_dir: str | Path, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build every split of dataset ``name``; each must be non-empty and its collater must
-    batch its first two samples. Returns the splits."""
+def check_builder(name: str, cache_dir: str | Path, cfg: dict[str, Any] | None = None,
+                  config_type: str = "default") -> dict[str, Any]:
+    """Build every split of dataset ``name`` from its ``config_type`` YAML (merged with ``cfg``);
+    each must be non-empty and its collater must batch its first two samples. Returns the splits."""
     from mm_core.config.loader import load_dataset_defaults
 
-    block = load_dataset_defaults(name)
+    block = load_dataset_defaults(name, config_type)
     if cfg:
         block = OmegaConf.merge(block, cfg)
     builder = get_registry().resolve("datasets", name)(block, cache_dir=cache_dir)

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from mm_avsd_dialogue.dialogue_processor import IGNORE_INDEX
 from mm_core.base.dataset import BaseDataset, read_json_file
+from mm_core.base.llm import IGNORE_INDEX
 from mm_core.errors import ConfigError, DataError
 
 
@@ -88,6 +88,7 @@ class AVSDDialogueDataset(BaseDataset):
             **dialogue,
             "image_id": ann["image_id"],
             "instance_id": ann["instance_id"],
+            "question": ann["question"],
             "references": ann["references"],
         }
 
@@ -137,5 +138,6 @@ def collate_dialogue(samples: Sequence[dict[str, Any]], pad_token_id: int) -> di
         "labels": torch.cat([video_labels, text_labels], dim=1),
         "image_id": [s["image_id"] for s in samples],
         "instance_id": [s["instance_id"] for s in samples],
+        "question": [s["question"] for s in samples],
         "references": [s["references"] for s in samples],
     }

@@ -6,13 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mm_avsd_dialogue.tokenizer import load_tokenizer, special_token_ids
+from mm_core.base.llm import IGNORE_INDEX
+from mm_core.base.model import config_value
 from mm_core.base.processor import BaseProcessor
-
-#: Label of positions that carry no loss (PyTorch's ``cross_entropy`` default).
-IGNORE_INDEX = -100
 
 
 class GPTDialogueProcessor(BaseProcessor):
@@ -73,6 +72,5 @@ class GPTDialogueProcessor(BaseProcessor):
 
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> GPTDialogueProcessor:
-        cfg = cfg if cfg is not None else OmegaConf.create()
-        return cls(max_turns=cfg.get("max_turns", 3), use_caption=cfg.get("use_caption", True),
-                   tokenizer=str(cfg.get("tokenizer", "gpt2")))
+        return cls(max_turns=config_value(cfg, "max_turns", 3), use_caption=config_value(cfg, "use_caption", True),
+                   tokenizer=str(config_value(cfg, "tokenizer", "gpt2")))

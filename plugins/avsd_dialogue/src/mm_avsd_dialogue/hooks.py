@@ -7,7 +7,7 @@ Names follow LAVIS so that its AVSD configs work: builder ``avsd_dialogue``, pro
 
 from mm_core.hookspecs import hookimpl
 
-MM_API_VERSION = "1.0"
+MM_API_VERSION = "2.0"
 
 
 @hookimpl

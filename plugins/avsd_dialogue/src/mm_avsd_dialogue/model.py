@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from mm_avsd_dialogue.dialogue_processor import IGNORE_INDEX
 from mm_avsd_dialogue.tokenizer import load_tokenizer, special_token_ids
+from mm_core.base.llm import IGNORE_INDEX
 from mm_core.base.model import BaseModel, config_value
 from mm_core.errors import ConfigError, DataError
 

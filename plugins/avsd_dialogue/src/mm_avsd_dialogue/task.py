@@ -8,8 +8,9 @@ Metrics of a split: ``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr`` (
 multi-reference) and ``agg_metrics = CIDEr + Bleu_4`` (LAVIS' choice for this task; higher is
 better, and it picks the best checkpoint). With ``report_metric: false`` only the answers are saved
 and ``agg_metrics`` is 0. Answers go to ``result/<split>_epoch<epoch>.json`` under the run's
-output folder (written by the engine), the scores and any notes (e.g. METEOR left out) beside
-them in ``result/<split>_epoch<epoch>_metrics.json``.
+output folder (written by the engine), each with the question as ``prompt``, its references and
+its CIDEr as ``score`` (what ``mmrun report`` shows, see :mod:`mm_core.base.results`); the scores
+and any notes (e.g. METEOR left out) beside them in ``result/<split>_epoch<epoch>_metrics.json``.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ class DialogueTask(BaseTask):
         """Generate one answer per sample; results carry the references for scoring."""
         unwrapped = getattr(model, "module", model)  # DistributedDataParallel wraps the model
         answers = unwrapped.generate(samples, num_beams=self.num_beams, max_len=self.max_len, min_len=self.min_len)
+        questions = samples.get("question") or [None] * len(answers)
         return [
-            {"instance_id": str(iid), "image_id": str(vid), "answer": answer, "references": list(refs)}
-            for iid, vid, answer, refs in zip(samples["instance_id"], samples["image_id"], answers,
-                                              samples["references"])
+            {"instance_id": str(iid), "image_id": str(vid), "answer": answer,
+             **self.display_fields(prompt=question, references=list(refs))}
+            for iid, vid, answer, refs, question in zip(samples["instance_id"], samples["image_id"], answers,
+                                                        samples["references"], questions)
         ]
 
     def after_evaluation(self, results: list[dict[str, Any]], split: str, epoch: int | str,
@@ -68,9 +71,13 @@ class DialogueTask(BaseTask):
         metrics: dict[str, float] = {"agg_metrics": 0.0}
         notes: list[str] = []
         if self.report_metric and records:
-            scores, notes = score_answers({r["instance_id"]: r["answer"] for r in records},
-                                          {r["instance_id"]: r["references"] for r in records})
-            metrics = {**scores, "agg_metrics": scores["CIDEr"] + scores["Bleu_4"]}
+            scores = score_answers({r["instance_id"]: r["answer"] for r in records},
+                                   {r["instance_id"]: r["references"] for r in records})
+            metrics = {**scores.metrics, "agg_metrics": scores.metrics["CIDEr"] + scores.metrics["Bleu_4"]}
+            notes = scores.notes
+            cider = scores.per_sample["CIDEr"]
+            for record in results:  # every saved record (repeats too) carries its CIDEr, for reports
+                record.update(self.display_fields(score=cider[record["instance_id"]], score_name="CIDEr"))
         if output_dir is not None and self.save_results_enabled:
             self.save_metrics(metrics, notes, len(records), Path(output_dir), split, epoch)
         return metrics

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mm_avsd_dialogue.sample_data import FEATURE_DIMS
 from mm_avsd_dialogue.tokenizer import load_tokenizer
 from mm_core.base.dataset import resolve_inside
+from mm_core.base.model import config_value
 from mm_core.base.processor import BaseProcessor
 from mm_core.errors import ConfigError, DataError
 
@@ -24,8 +25,8 @@ class GPTVideoFeatureProcessor(BaseProcessor):
     Options: ``visual_ft`` (default ``["i3d_rgb"]``), ``audio_ft`` (default ``["vggish"]``),
     ``feature_dims`` (sizes of feature names other than i3d_flow 2048, i3d_rgb 2048, vggish 128)
     and ``tokenizer`` (where the ``<video>`` token-type id comes from; default ``gpt2``).
-    Called as ``processor(feature_root, video_id)``; returns ``video_fts`` (frames, dim) and
-    ``token_type_ids`` (frames,) filled with the ``<video>`` id.
+    Called as ``processor(feature_root, video_id)`` or ``processor((feature_root, video_id))``;
+    returns ``video_fts`` (frames, dim) and ``token_type_ids`` (frames,) filled with the ``<video>`` id.
     """
 
     def __init__(self, visual_ft: Sequence[str] = ("i3d_rgb",), audio_ft: Sequence[str] = ("vggish",),
@@ -71,7 +72,11 @@ class GPTVideoFeatureProcessor(BaseProcessor):
             )
         return array.astype(np.float32, copy=False)
 
-    def __call__(self, feature_root: str | Path, video_id: str) -> dict[str, torch.Tensor]:
+    def __call__(self, item: str | Path | tuple[str | Path, str],
+                 video_id: str | None = None) -> dict[str, torch.Tensor]:
+        """Features of one video: ``processor(feature_root, video_id)`` (LAVIS' call), or one item
+        ``processor((feature_root, video_id))`` as :class:`BaseProcessor`'s contract has it."""
+        feature_root, video_id = (item, video_id) if video_id is not None else item
         arrays = [self.load_feature(feature_root, name, video_id) for name in self.feature_names]
         frames = min(len(a) for a in arrays)
         joined = np.concatenate([a[:frames] for a in arrays], axis=1)
@@ -82,12 +87,11 @@ class GPTVideoFeatureProcessor(BaseProcessor):
 
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> GPTVideoFeatureProcessor:
-        cfg = cfg if cfg is not None else OmegaConf.create()
-        dims = cfg.get("feature_dims")
+        dims = config_value(cfg, "feature_dims", None)
         return cls(
-            visual_ft=_names(cfg.get("visual_ft", ["i3d_rgb"]), "visual_ft"),
-            audio_ft=_names(cfg.get("audio_ft", ["vggish"]), "audio_ft"),
-            tokenizer=str(cfg.get("tokenizer", "gpt2")),
+            visual_ft=_names(config_value(cfg, "visual_ft", ["i3d_rgb"]), "visual_ft"),
+            audio_ft=_names(config_value(cfg, "audio_ft", ["vggish"]), "audio_ft"),
+            tokenizer=str(config_value(cfg, "tokenizer", "gpt2")),
             feature_dims=OmegaConf.to_container(dims) if isinstance(dims, DictConfig) else dims,
         )
 

@@ -2,7 +2,7 @@
 
 from mm_core.hookspecs import hookimpl
 
-MM_API_VERSION = "1.0"
+MM_API_VERSION = "2.0"
 
 
 @hookimpl
@@ -17,6 +17,13 @@ def register_models() -> dict:
             "target": "mm_blip2.models.blip2_llm:Blip2LLM",
             "default_model_type": "tiny",
             "description": "BLIP-2 vision tower + Q-Former projected into any registered LLM backend",
+        },
+        "minigpt4qwen": {
+            "target": "mm_blip2.models.minigpt4qwen:MiniGPT4Qwen",
+            "default_model_type": "qwen7b_chat",
+            "description": "BLIP-2 vision tower + Q-Former + projection into a Qwen chat LLM (MiniGPT4-Qwen; "
+                           "needs the qwen backend of mm-plugin-qwen-llm)",
+            "needs": {"llms": {"qwen": "mm-plugin-qwen-llm"}},
         },
     }
 

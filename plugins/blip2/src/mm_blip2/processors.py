@@ -16,16 +16,12 @@ from omegaconf import DictConfig
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from mm_core.base.model import config_value
 from mm_core.base.processor import BaseProcessor
 
 #: OpenAI CLIP's normalisation, used by LAVIS' BLIP and BLIP-2 processors.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _option(cfg: DictConfig | dict | None, key: str, default: Any) -> Any:
-    value = (cfg or {}).get(key)
-    return default if value is None else value
 
 
 def _to_rgb(image: Any) -> Any:
@@ -70,11 +66,11 @@ class BlipImageTrainProcessor(BlipImageBaseProcessor):
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> BlipImageTrainProcessor:
         return cls(
-            image_size=_option(cfg, "image_size", cls.default_image_size),
-            mean=_option(cfg, "mean", None),
-            std=_option(cfg, "std", None),
-            min_scale=_option(cfg, "min_scale", 0.5),
-            max_scale=_option(cfg, "max_scale", 1.0),
+            image_size=config_value(cfg, "image_size", cls.default_image_size),
+            mean=config_value(cfg, "mean", None),
+            std=config_value(cfg, "std", None),
+            min_scale=config_value(cfg, "min_scale", 0.5),
+            max_scale=config_value(cfg, "max_scale", 1.0),
         )
 
 
@@ -102,9 +98,9 @@ class BlipImageEvalProcessor(BlipImageBaseProcessor):
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> BlipImageEvalProcessor:
         return cls(
-            image_size=_option(cfg, "image_size", cls.default_image_size),
-            mean=_option(cfg, "mean", None),
-            std=_option(cfg, "std", None),
+            image_size=config_value(cfg, "image_size", cls.default_image_size),
+            mean=config_value(cfg, "mean", None),
+            std=config_value(cfg, "std", None),
         )
 
 
@@ -151,7 +147,7 @@ class BlipCaptionProcessor(BaseProcessor):
 
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> BlipCaptionProcessor:
-        return cls(prompt=_option(cfg, "prompt", ""), max_words=_option(cfg, "max_words", 50))
+        return cls(prompt=config_value(cfg, "prompt", ""), max_words=config_value(cfg, "max_words", 50))
 
 
 class BlipQuestionProcessor(BaseProcessor):
@@ -166,4 +162,4 @@ class BlipQuestionProcessor(BaseProcessor):
 
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> BlipQuestionProcessor:
-        return cls(max_words=_option(cfg, "max_words", 50))
+        return cls(max_words=config_value(cfg, "max_words", 50))

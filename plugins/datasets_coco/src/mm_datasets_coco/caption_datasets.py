@@ -72,7 +72,8 @@ class CaptionDataset(CachedColumnsMixin, CompactImageDataset):
 
 
 class CaptionEvalDataset(CachedColumnsMixin, CompactImageDataset):
-    """Evaluation split: ``{"image", "image_id", "instance_id", "text_references"}`` per image.
+    """Evaluation split: ``{"image", "image_id", "instance_id", "text_references", "image_path"}`` per
+    image (``image_path`` relative to the images root, for the saved results).
 
     ``image_id`` is the number in the image file name (COCO's id), else the record index.
     """
@@ -115,4 +116,5 @@ class CaptionEvalDataset(CachedColumnsMixin, CompactImageDataset):
             "image_id": int(self._ids[index]),
             "instance_id": str(index),
             "text_references": self._references[index],
+            "image_path": self._images[index],
         }

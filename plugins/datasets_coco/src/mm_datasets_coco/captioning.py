@@ -1,9 +1,11 @@
-"""The ``captioning`` task: generate a caption per image; score with the COCO caption metrics.
+"""The ``captioning`` task: generate a caption per image; score with the COCO caption metrics
+(the metric ``coco_caption``, reached by name: mm-plugin-caption-metrics provides it).
 
-Evaluation batches carry each image's references (``text_references``), so the metrics come
-from the split's own annotations, with no separate ground-truth file. The engine saves the results
-as ``[{"image_id", "caption"}]`` under ``<output_dir>/result/`` (:meth:`CaptionTask.save_results`); ``agg_metrics`` is CIDEr + BLEU-4
-(LAVIS).
+Evaluation batches carry each image's references (``text_references``) and image path, so the
+metrics come from the split's own annotations, with no separate ground-truth file. The engine
+saves the results as ``[{"image_id", "caption", ...}]`` under ``<output_dir>/result/``
+(:meth:`CaptionTask.save_results`), each record with what a report shows (its image, prompt,
+references and CIDEr; see :mod:`mm_core.base.results`); ``agg_metrics`` is CIDEr + BLEU-4 (LAVIS).
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from mm_core.base.results import DISPLAY_KEYS
 from mm_core.base.task import BaseTask
 from mm_datasets_coco.generation import GenerationSettings, generate_text
 
 log = logging.getLogger(__name__)
+
+#: What a saved record keeps: the id, the caption and the report's keys (mm_core.base.results).
+SAVED_KEYS = ("image_id", "caption", *DISPLAY_KEYS)
 
 
 class CaptionTask(BaseTask):
@@ -39,11 +45,14 @@ class CaptionTask(BaseTask):
         captions = generate_text(model, samples, self.generation)
         ids = [int(i) for i in samples["image_id"]]
         references = samples.get("text_references") or [None] * len(ids)
-        return [{"image_id": i, "caption": c, "references": r} for i, c, r in zip(ids, captions, references)]
+        paths = samples.get("image_path") or [None] * len(ids)
+        return [{"image_id": i, "caption": c, "references": r,
+                 **self.display_fields(image=p, prompt=self.generation.prompt)}
+                for i, c, r, p in zip(ids, captions, references, paths)]
 
     def save_results(self, results: list[Any], output_dir: Path, split: str, epoch: int | str) -> Path:
-        """Write ``[{"image_id", "caption"}]`` (one per image, references left out)."""
-        public = [{"image_id": r["image_id"], "caption": r["caption"]} for r in _unique_by_image(results)]
+        """Write ``[{"image_id", "caption", ...}]``, one per image, with the report's keys."""
+        public = [{k: v for k, v in r.items() if k in SAVED_KEYS and v is not None} for r in _unique_by_image(results)]
         return super().save_results(public, output_dir, split, epoch)
 
     def after_evaluation(
@@ -54,17 +63,22 @@ class CaptionTask(BaseTask):
         if not self.report_metric or not references:
             # e.g. a test split without captions: only the results are written
             return {"agg_metrics": 0.0, "num_images": float(len(results))}
-        from mm_core.caption_metrics import score_captions
+        from mm_core.registry import get_registry
 
         candidates = {i: r["caption"] for i, r in ((r["image_id"], r) for r in results) if i in references}
-        scores = score_captions(references, candidates, spice=self.spice, meteor=self.meteor)
+        score = get_registry().resolve("metrics", "coco_caption")
+        scores = score(candidates, references, spice=self.spice, meteor=self.meteor)
         for note in scores.notes:
             log.info("captioning metrics on %s: %s", split, note)
         metrics = dict(scores.metrics)
         metrics["agg_metrics"] = metrics["CIDEr"] + metrics["Bleu_4"]
         metrics["num_images"] = float(len(candidates))
+        per_image = scores.per_sample["CIDEr"]
+        for record in results:  # the saved records carry their own CIDEr, for reports
+            if record["image_id"] in per_image:
+                record.update(self.display_fields(score=per_image[record["image_id"]], score_name="CIDEr"))
         if output_dir is not None:
-            _write_scores(Path(output_dir), split, epoch, metrics, scores.per_image_cider, scores.notes)
+            _write_scores(Path(output_dir), split, epoch, metrics, per_image, scores.notes)
         return metrics
 
 

@@ -5,7 +5,7 @@ Importing this module imports no torch: the run keys are literal tables here.
 
 from mm_core.hookspecs import hookimpl
 
-MM_API_VERSION = "1.0"
+MM_API_VERSION = "2.0"
 
 _GENERATION_KEYS = {
     "num_beams": "int",

@@ -19,14 +19,11 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from mm_core.generated_data import ensure_generated
+from mm_core.generated_data import SHAPE_COLOURS, Box, ensure_generated, render_shapes
 
-COLOURS = {
-    "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
-    "yellow": (235, 210, 40), "purple": (140, 50, 170), "orange": (245, 140, 20),
-}
+COLOURS = SHAPE_COLOURS
 BACKGROUNDS = {"white": (250, 250, 250), "gray": (150, 150, 150), "black": (15, 15, 15)}
 SHAPES = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
@@ -93,22 +90,14 @@ class Scene:
 # -- rendering -----------------------------------------------------------------------------
 def render(scene: Scene, size: int, rng: random.Random) -> Image.Image:
     """Draw ``scene``: its shapes in separate horizontal slots, sizes and offsets jittered."""
-    image = Image.new("RGB", (size, size), BACKGROUNDS[scene.background])
-    draw = ImageDraw.Draw(image)
     slot = size // scene.count
+    boxes: list[Box] = []
     for k in rng.sample(range(scene.count), scene.count):
         extent = rng.randint(max(2, slot // 2), max(2, int(slot * 0.85)))
         x0 = k * slot + rng.randint(0, slot - extent)
         y0 = rng.randint(0, size - extent)
-        box = (x0, y0, x0 + extent - 1, y0 + extent - 1)
-        fill = COLOURS[scene.colour]
-        if scene.shape == "circle":
-            draw.ellipse(box, fill=fill)
-        elif scene.shape == "square":
-            draw.rectangle(box, fill=fill)
-        else:
-            draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=fill)
-    return image
+        boxes.append((x0, y0, x0 + extent - 1, y0 + extent - 1))
+    return render_shapes(size, BACKGROUNDS[scene.background], [(scene.shape, box, scene.colour) for box in boxes])
 
 
 def make_scenes(spec: ShapesSpec, rng: random.Random) -> list[Scene]:

@@ -114,7 +114,8 @@ class VQADataset(_VQARecords):
 
 
 class VQAEvalDataset(_VQARecords):
-    """Evaluation split: ``{"image", "text_input", "question_id", "instance_id", "answers"}``.
+    """Evaluation split: ``{"image", "text_input", "question_id", "instance_id", "answers", "image_path"}``
+    (``image_path`` relative to the images root, for the saved results).
 
     ``answers`` holds every human answer (possibly empty for a test split without them);
     :attr:`answer_list` the candidates of ``answer_list.json`` when one was given.
@@ -160,5 +161,6 @@ class VQAEvalDataset(_VQARecords):
             "question_id": int(self._question_ids[index]),
             "instance_id": str(index),
             "answers": self._answers[index],
+            "image_path": self._images[index],
         }
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from mm_core.base.results import DISPLAY_KEYS
 from mm_core.base.task import BaseTask
 from mm_core.errors import ConfigError
 from mm_datasets_coco.generation import GenerationSettings, generate_text
@@ -17,6 +18,8 @@ from mm_datasets_coco.generation import GenerationSettings, generate_text
 log = logging.getLogger(__name__)
 
 INFERENCE_METHODS = ("generate", "rank")
+#: What a saved record keeps: the id, the answer and the report's keys (mm_core.base.results).
+SAVED_KEYS = ("question_id", "answer", *DISPLAY_KEYS)
 
 
 class VQATask(BaseTask):
@@ -49,7 +52,10 @@ class VQATask(BaseTask):
         answers = self._answer(model, samples)
         qids = [int(q) for q in samples["question_id"]]
         refs = samples.get("answers") or [[] for _ in qids]
-        return [{"question_id": q, "answer": a, "references": r} for q, a, r in zip(qids, answers, refs)]
+        paths = samples.get("image_path") or [None] * len(qids)
+        questions = samples.get("text_input") or [None] * len(qids)
+        return [{"question_id": q_id, "answer": a, "references": r, **self.display_fields(image=p, prompt=q)}
+                for q_id, a, r, p, q in zip(qids, answers, refs, paths, questions)]
 
     def _answer(self, model: Any, samples: dict[str, Any]) -> list[str]:
         unwrapped = getattr(model, "module", model)
@@ -71,8 +77,8 @@ class VQATask(BaseTask):
         return [str(a) for a in unwrapped.rank_answers(samples, self.answer_list, self.num_ans_candidates)]
 
     def save_results(self, results: list[Any], output_dir: Path, split: str, epoch: int | str) -> Path:
-        """Write ``[{"question_id", "answer"}]`` (references left out)."""
-        public = [{"question_id": r["question_id"], "answer": r["answer"]} for r in _unique_by_question(results)]
+        """Write ``[{"question_id", "answer", ...}]``, one per question, with the report's keys."""
+        public = [{k: v for k, v in r.items() if k in SAVED_KEYS and v is not None} for r in _unique_by_question(results)]
         return super().save_results(public, output_dir, split, epoch)
 
     def after_evaluation(
@@ -81,7 +87,12 @@ class VQATask(BaseTask):
         from mm_datasets_coco.vqa_metrics import vqa_accuracy
 
         results = _unique_by_question(results)
-        scored = [vqa_accuracy(r["answer"], r["references"]) for r in results if r.get("references")]
+        scored = []
+        for record in results:
+            if record.get("references"):
+                scored.append(vqa_accuracy(record["answer"], record["references"]))
+                # the saved record carries its accuracy, for reports
+                record.update(self.display_fields(score=scored[-1], score_name="VQA accuracy"))
         if not scored:
             return {"agg_metrics": 0.0, "num_questions": float(len(results))}
         accuracy = 100.0 * sum(scored) / len(scored)

@@ -1,4 +1,4 @@
-"""mm-plugin-qwen-llm: The Qwen LLM backend, ChatML conversations, LoRA, chat, instruction datasets and the minigpt4qwen model.
+"""mm-plugin-qwen-llm: The Qwen LLM backend, ChatML conversations, LoRA, chat and instruction datasets.
 
 This package imports nothing heavy: the registry reads its package data through it.
 """

@@ -33,10 +33,9 @@ from typing import Any
 
 import torch
 
-from mm_core.base.llm import IMAGE_MARK, Conversation
+from mm_core.base.llm import IGNORE_INDEX, IMAGE_MARK, Conversation
 from mm_core.errors import DataError
 
-IGNORE_INDEX = -100
 DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 
 USER, ASSISTANT = "user", "assistant"

@@ -24,18 +24,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--options", nargs="*", default=[])
     args = parser.parse_args(argv)
 
-    from mm_core.config.loader import load_config
-    from mm_core.registry import get_registry
-    from mm_qwen_llm.chat_cli import checkpoint_weights
+    from mm_core.api import load_model_for_inference
 
-    cfg = load_config(args.config, args.options).config
-    model = get_registry().resolve("models", str(cfg.model.arch)).from_config(cfg.model)
+    loaded = load_model_for_inference(args.config, args.options, args.checkpoint)
+    model = loaded.model
     llm = getattr(model, "llm", model)
     if not hasattr(llm, "export_merged"):
-        raise ConfigError(f"model '{cfg.model.arch}' has no Qwen LLM to export",
+        raise ConfigError(f"model '{loaded.config.model.arch}' has no Qwen LLM to export",
                           hint="export-lora works on models with the qwen backend (e.g. minigpt4qwen)")
-    if args.checkpoint:
-        model.load_checkpoint(checkpoint_weights(args.checkpoint))
     if not llm.has_lora:
         print("note: the model has no LoRA adapters (get_lora is false); writing the LLM as it is")
     out = llm.export_merged(args.out)

@@ -2,7 +2,7 @@
 
 from mm_core.hookspecs import hookimpl
 
-MM_API_VERSION = "1.0"
+MM_API_VERSION = "2.0"
 
 
 @hookimpl
@@ -11,17 +11,6 @@ def register_llms() -> dict:
         "qwen": {
             "target": "mm_qwen_llm.qwen:QwenLLM",
             "description": "Qwen / Qwen2.x / Qwen3 chat models with ChatML, image placeholders and LoRA",
-        },
-    }
-
-
-@hookimpl
-def register_models() -> dict:
-    return {
-        "minigpt4qwen": {
-            "target": "mm_qwen_llm.minigpt4qwen:MiniGPT4Qwen",
-            "default_model_type": "qwen7b_chat",
-            "description": "BLIP-2 vision tower + Q-Former + projection into a Qwen chat LLM (MiniGPT4-Qwen)",
         },
     }
 
@@ -69,8 +58,6 @@ def register_tasks() -> dict:
 @hookimpl
 def register_commands() -> dict:
     return {
-        "chat": {"target": "mm_qwen_llm.chat_cli:main",
-                 "help": "chat with a model in the terminal (images by path; scripted from stdin)"},
         "export-lora": {"target": "mm_qwen_llm.export:main",
                         "help": "merge a checkpoint's LoRA adapters into a plain Hugging Face model directory"},
     }

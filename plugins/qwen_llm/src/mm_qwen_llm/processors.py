@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mm_core.base.llm import IMAGE_MARK
+from mm_core.base.model import config_value
 from mm_core.base.processor import BaseProcessor
 
 _SPACES = re.compile(r"[ \t]+")
@@ -47,4 +48,4 @@ class BaseInstructionProcessor(BaseProcessor):
 
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> BaseInstructionProcessor:
-        return cls(max_words=int((cfg or {}).get("max_words", 50)))
+        return cls(max_words=int(config_value(cfg, "max_words", 50)))

@@ -18,12 +18,13 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from mm_core.generated_data import ensure_generated
+from mm_core.generated_data import SHAPE_KINDS, ensure_generated, render_shapes
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40)}
-SHAPES = ("circle", "square", "triangle")
+#: Colour names drawn here (a subset of :data:`mm_core.generated_data.SHAPE_COLOURS`), sorted.
+COLOURS = ("blue", "green", "red", "yellow")
+SHAPES = SHAPE_KINDS
 IMAGE_TAG = "<Img><ImageHere></Img>"
 
 
@@ -38,18 +39,9 @@ class InstructionSampleSpec:
 
 
 def render(shape: str, colour: str, size: int) -> Image.Image:
-    image = Image.new("RGB", (size, size), (250, 250, 250))
-    draw = ImageDraw.Draw(image)
+    """One ``colour`` ``shape`` centred on white, a sixth of the image as margin."""
     m = size // 6
-    box = (m, m, size - m, size - m)
-    fill = COLOURS[colour]
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    else:
-        draw.polygon([(size // 2, m), (size - m, size - m), (m, size - m)], fill=fill)
-    return image
+    return render_shapes(size, (250, 250, 250), [(shape, (m, m, size - m, size - m), colour)])
 
 
 def make_record(rng: random.Random, images: list[tuple[str, str, str]]) -> dict:
@@ -77,7 +69,7 @@ def write_instruction_sample(root: str | Path, spec: InstructionSampleSpec = Ins
     for split, count in (("train", spec.num_train), ("val", spec.num_val)):
         drawn = []
         for index in range(count):
-            shape, colour = rng.choice(SHAPES), rng.choice(sorted(COLOURS))
+            shape, colour = rng.choice(SHAPES), rng.choice(COLOURS)
             name = f"{split}_{index}.png"
             render(shape, colour, spec.image_size).save(root / "images" / name, format="PNG")
             drawn.append((name, shape, colour))

@@ -1,4 +1,4 @@
-"""An lr schedule and a runner registered by a plugin (used by tests of those hooks)."""
+"""What mm_toy.extras registers: an lr schedule, a runner, a metric and a command."""
 
 from mm_core.engine.runner import EpochRunner
 from mm_core.engine.schedulers import LRScheduler
@@ -23,3 +23,17 @@ class CountingRunner(EpochRunner):
     def optimizer_step(self):
         super().optimizer_step()
         type(self).steps_seen.append(len(type(self).steps_seen) + 1)
+
+
+def exact_match(predictions, references, **options):
+    """The share of predictions equal to one of their references (a metric reached by name)."""
+    from mm_core.base.metric import MetricScores
+
+    per_sample = {key: float(text in references[key]) for key, text in predictions.items()}
+    return MetricScores(metrics={"exact_match": sum(per_sample.values()) / max(len(per_sample), 1)},
+                        per_sample={"exact_match": per_sample})
+
+
+def hello(argv):
+    print("hello", *argv)
+    return 3

@@ -2,7 +2,7 @@
 
 from mm_core.hookspecs import hookimpl
 
-MM_API_VERSION = "1.0"
+MM_API_VERSION = "2.0"
 
 
 @hookimpl
