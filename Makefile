@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_ACCELERATOR := cpu
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install browser demo test bench lint clean
+.PHONY: install browser demo test test-fast bench lint clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# The edit loop: everything but the tests marked slow (real runs, servers, browsers, multi-process).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

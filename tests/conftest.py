@@ -65,7 +65,6 @@ def toy_plugin():
     """The toy plugin registered in-process for one test."""
     sys.path.insert(0, str(TOY_SRC))
     import mm_toy.hooks
-
     from mm_core.plugins import plugin_registered
 
     with plugin_registered(mm_toy.hooks, name="mm_toy.hooks") as info:

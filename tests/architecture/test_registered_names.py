@@ -22,6 +22,9 @@ from mm_core.testing import check_builder, check_model, check_processor, check_t
 
 #: Every registered name of every kind, collected at import (listing imports no torch).
 NAMES: dict[str, list[str]] = {kind: get_registry().names(kind) for kind in KINDS}
+#: The kinds the tests below are parametrised over; a kind added to the registry must join them.
+EXERCISED_KINDS = ("models", "processors", "datasets", "tasks", "runners", "lr_schedulers", "llms", "metrics",
+                   "commands")
 MMRUN = Path(sys.executable).parent / "mmrun"
 
 #: arch -> (dataset builder, config type) whose generated data its ``tiny`` type trains on (as in
@@ -50,17 +53,18 @@ def missing_from_table(kind: str, name: str, table: str) -> str:
             f"it: add an entry for it there")
 
 
-# -- generated data, once per session ---------------------------------------------------------
-@pytest.fixture(scope="session")
+# -- generated data, once per module ----------------------------------------------------------
+@pytest.fixture(scope="module")
 def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh cache root for the session: generated data and annotation caches land here."""
+    """A fresh cache root for this module (``MM_CACHE_ROOT``, restored after it): generated data
+    and annotation caches land here."""
     root = tmp_path_factory.mktemp("mm-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MM_CACHE_ROOT", str(root))
         yield root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def generated_splits(cache_root: Path) -> Callable[..., dict[str, Any]]:
     """``generated_splits(dataset, config_type, preprocess=None)``: the built splits, memoised;
     ``preprocess`` (a model type's ``preprocess`` block as YAML) replaces the dataset's processors."""
@@ -97,6 +101,12 @@ def test_every_plugin_loads_and_no_name_is_claimed_twice():
     assert [(p.label, p.error) for p in get_plugin_host().failed()] == []
     assert get_registry().conflicts() == {}
     assert all(NAMES[kind] for kind in KINDS), {kind: names for kind, names in NAMES.items() if not names}
+
+
+def test_the_tables_name_only_registered_names():
+    tables = {"models": MODEL_DATA, "processors": PROCESSOR_ITEMS, "datasets": BUILDER_DATA, "metrics": METRIC_CHECKS}
+    stale = {kind: sorted(set(table) - set(NAMES[kind])) for kind, table in tables.items()}
+    assert stale == {kind: [] for kind in tables}, "remove (or rename) the entries of names no plugin registers"
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -141,9 +151,11 @@ DIALOGUE = {"caption": "a man walks", "summary": "", "dialog": [{"question": "is
 
 
 def expect_dialogue_encoding(output: Any) -> bool:
-    """Labels are the answer's tokens and its ``<eos>``, at the end of the sequence; -100 elsewhere."""
+    """Labels are the answer's tokens and its ``<eos>``, at the end of the sequence; ignored elsewhere."""
+    from mm_core.base.llm import IGNORE_INDEX
+
     ids, types, labels = output["input_ids"], output["token_type_ids"], output["labels"]
-    answered = labels[labels != -100]
+    answered = labels[labels != IGNORE_INDEX]
     return (ids.shape == types.shape == labels.shape and answered.numel() >= 2
             and answered.tolist() == ids[-answered.numel():].tolist())
 
@@ -181,12 +193,13 @@ def test_builder_builds_every_split_of_its_generated_data(name, cache_root):
 
     assert name in BUILDER_DATA, missing_from_table("dataset builder", name, "BUILDER_DATA")
     config_type, data_of = BUILDER_DATA[name]
-    override = None
+    override = {}
     if data_of is not None:
         build_info = load_dataset_defaults(data_of, BUILDER_DATA[data_of][0]).build_info
         override = {"build_info": OmegaConf.to_container(build_info)}
     splits = check_builder(name, cache_root, override, config_type=config_type)
-    assert "train" in splits
+    configured = OmegaConf.merge(load_dataset_defaults(name, config_type), override).build_info.annotations
+    assert set(splits) == set(configured) and "train" in splits
 
 
 # -- tasks, backends, engine parts ------------------------------------------------------------
@@ -256,7 +269,3 @@ def test_mmrun_help_lists_every_command():
     assert done.returncode == 0, done.stderr
     listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ") and line.split()}
     assert set(NAMES["commands"]) <= listed, done.stdout
-
-
-EXERCISED_KINDS = ("models", "processors", "datasets", "tasks", "runners", "lr_schedulers", "llms", "metrics",
-                   "commands")

@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 REPO = Path(__file__).resolve().parents[2]
 MMRUN = Path(sys.executable).parent / "mmrun"
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "agg_metrics")

@@ -28,6 +28,7 @@ def test_registered_by_name(score):
     assert get_registry().get("metrics", "coco_caption").plugin.name == "caption_metrics"
 
 
+@pytest.mark.slow  # starts METEOR's Java scorer (about 10 s)
 def test_identical_candidates_and_references_score_the_maximum(score):
     scores = score(dict(CAPTIONS), {k: [v] for k, v in CAPTIONS.items()}, spice=False)
     assert isinstance(scores, MetricScores)

@@ -11,7 +11,7 @@ import pytest
 
 from mm_core import hookspecs
 
-from ..engine.conftest import PLUGIN_MODULES, make_config, mm_command, toy_env
+from ..toy_runs import PLUGIN_MODULES, make_config, mm_command, toy_env
 
 SPECS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "mm_spec"))
 

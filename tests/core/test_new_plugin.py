@@ -12,7 +12,7 @@ import pytest
 from ..conftest import mm_env, run_mmrun
 from .test_plugins import pip_install_target
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # pip installs plugins: `make test-fast` skips this module
 
 
 def test_scaffold_installs_trains_and_passes_its_own_tests(tmp_path):
@@ -28,7 +28,7 @@ def test_scaffold_installs_trains_and_passes_its_own_tests(tmp_path):
                  "shapes3_classification"):
         assert name in listed.stdout
     plugins = run_mmrun(["plugins", "-v"], env)
-    assert "mm-plugin-shapes3 0.1.0  [ok]" in plugins.stdout and "api version: 1.0" in plugins.stdout
+    assert "mm-plugin-shapes3 0.1.0  [ok]" in plugins.stdout and "api version: 2.0" in plugins.stdout
 
     trained = run_mmrun(["--config", str(project / "examples" / "shapes3_tiny.yaml"),
                          "--options", f"run.output_dir={tmp_path / 'out'}"], env, cwd=tmp_path)

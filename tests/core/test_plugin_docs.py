@@ -12,6 +12,8 @@ import pytest
 from ..conftest import REPO, mm_env, run_mmrun
 from .test_plugins import pip_install_target
 
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 DOC = REPO / "docs" / "plugins.md"
 sys.path.insert(0, str(REPO / "docs"))
 import hook_reference  # noqa: E402

@@ -15,7 +15,7 @@ from mm_core.plugins import PluginHost, plugin_registered
 
 from ..conftest import TOY_PROJECT, mm_env, run_mmrun
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # pip installs plugins: `make test-fast` skips this module
 
 
 def pip_install_target(project: Path, target: Path) -> None:

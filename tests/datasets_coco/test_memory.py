@@ -7,10 +7,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from mm_datasets_coco.caption_datasets import CaptionDataset
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 N = 10_000
 

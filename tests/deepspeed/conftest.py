@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..engine.conftest import (  # noqa: F401 (shared with the engine tests)
+from ..toy_runs import (  # noqa: F401 (shared with the engine tests)
     PLUGIN_MODULES,
     REPO,
     TOY_SRC,
@@ -28,7 +28,7 @@ from ..engine.conftest import (  # noqa: F401 (shared with the engine tests)
     toy_mse,
     write_split,
 )
-from ..engine.conftest import toy_env as engine_toy_env
+from ..toy_runs import toy_env as engine_toy_env
 
 BIN = Path(sys.executable).parent
 

@@ -14,6 +14,8 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is optional: DS_BUILD_OPS=0 p
 
 from .conftest import REPO, checkpoint_dir, load_weights, train_losses
 
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 pytest.importorskip("mm_qwen_llm", reason="needs mm-plugin-qwen-llm")
 
 EXAMPLE = REPO / "examples" / "minigpt4qwen_tiny.yaml"

@@ -15,6 +15,8 @@ pytest.importorskip("deepspeed", reason="DeepSpeed is optional: DS_BUILD_OPS=0 p
 
 from .conftest import checkpoint_dir, load_weights, make_config, read_events, run_mm, toy_env, toy_mse, train_losses
 
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 # 32 training records, micro-batch 4, 2 micro-batches per step: 4 steps per epoch on one process
 # (2 on two), 2 epochs; checkpoints every 3 steps land mid-epoch.
 RUN = {"accum_grad_iters": 2, "ckpt_iters": 3, "max_epoch": 2}

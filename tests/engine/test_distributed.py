@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
-from .conftest import (
+from ..toy_runs import (
     checkpoint_dir,
     finish,
     fresh_dir,
@@ -17,6 +18,8 @@ from .conftest import (
     start_mm,
     toy_env,
 )
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, in_process):

@@ -9,9 +9,12 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 
-from .conftest import checkpoint_dir, load_weights, make_config, mm_command, read_events, toy_env, toy_mse
+from ..toy_runs import checkpoint_dir, load_weights, make_config, mm_command, read_events, toy_env, toy_mse
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 SPLITS = {"train": 64, "dev": 16, "test": 16}
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from .conftest import (
+from ..toy_runs import (
     checkpoint_dir,
     finish,
     fresh_dir,
@@ -20,6 +20,8 @@ from .conftest import (
     start_mm,
     toy_env,
 )
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 RUNNERS = {
     # 8 batches per data epoch; checkpoints every 3 optimizer steps land mid-epoch

@@ -9,7 +9,9 @@ import pytest
 import torch
 import yaml
 
-from .conftest import checkpoint_dir, fresh_dir, load_weights, make_config, read_events, run_mm, toy_mse
+from ..toy_runs import checkpoint_dir, fresh_dir, load_weights, make_config, read_events, run_mm, toy_mse
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 
 def test_mmrun_trains_and_writes_config_metrics_and_checkpoints(tmp_path):

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ..conftest import mm_env, run_mmrun
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 PUBLISHED = Path(__file__).parent / "published" / "minigpt4qwen_train.yaml"
 

@@ -13,6 +13,8 @@ from mm_core.registry import get_registry
 
 from .conftest import EXAMPLE, mmrun, train_losses
 
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 LORA = ["model.freeze_llm=true", "model.get_lora=true"]
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from report_helpers import Page, decode_data_url
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 COLOURS = [(200, 30, 30), (30, 160, 60), (40, 60, 210), (230, 200, 40), (120, 40, 160)]
 

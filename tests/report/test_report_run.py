@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 from report_helpers import MAX_EPOCH, Page, decode_data_url, env, events, mmrun
 
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 EXTERNAL = re.compile(r"https?:|//[\w.-]+\.\w|(?:src|href)\s*=\s*[\"'](?!data:|#)", re.IGNORECASE)
 
 

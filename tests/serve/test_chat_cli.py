@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from serve_support import BIN, HERE, IMAGE_MARK, QWEN_CONFIG, CharReference, png_bytes, serve_env
 
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 RED, BLUE = png_bytes((220, 30, 30)), png_bytes((30, 30, 220), size=40)
 
 

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 import pytest
 from serve_support import IMAGE_MARK, Server
 
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

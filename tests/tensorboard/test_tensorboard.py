@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from ..engine.conftest import PLUGIN_MODULES, make_config, mm_command, toy_env
+from ..toy_runs import PLUGIN_MODULES, make_config, mm_command, toy_env
+
+pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
 
 pytest.importorskip("tensorboard")
 
@@ -49,11 +51,10 @@ def test_nothing_is_written_without_the_switch(tmp_path):
 def test_the_switch_without_tensorboard_installed_stops_before_training(tmp_path, monkeypatch):
     import sys
 
+    import mm_tensorboard.hooks
     from mm_core.config.loader import load_config
     from mm_core.errors import ConfigError
     from mm_core.plugins import plugin_registered
-
-    import mm_tensorboard.hooks
 
     config = make_config(tmp_path, tensorboard=True)
     monkeypatch.syspath_prepend(str(toy_env()["PYTHONPATH"].split(":")[0]))

@@ -1,12 +1,6 @@
-"""The Python API: build models, processors and datasets by name, as LAVIS users expect.
-
-    from mm_core.api import load_model_and_preprocess
-    model, vis_processors, txt_processors = load_model_and_preprocess("blip2_feature_extractor", "tiny")
-
-A trained model from a run config and a checkpoint, ready to use (what ``mmrun serve`` / ``chat`` do)::
-
-    loaded = load_model_for_inference("run.yaml", checkpoint="output/run/checkpoints/latest")
-"""
+"""The Python API: build models, processors and datasets by name, as LAVIS users expect
+(``load_model_and_preprocess("blip2_feature_extractor", "tiny")``), and a trained model from a run
+config and a checkpoint (``load_model_for_inference``, what ``mmrun serve`` / ``chat`` use)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
+from mm_core.engine.checkpoint import MODEL_FILE
 from mm_core.errors import CheckpointError
-
-SAFETENSORS_NAME = "model.safetensors"
 
 
 def read_state_dict(path_or_url: str | Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -26,12 +25,10 @@ def read_state_dict(path_or_url: str | Path) -> tuple[dict[str, torch.Tensor], s
     else:
         path = Path(text).expanduser()
     if path.is_dir():
-        path = path / SAFETENSORS_NAME
+        path = path / MODEL_FILE
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {path}",
-            hint="give a .safetensors/.pth file, an mm checkpoint directory or a URL",
-        )
+        raise CheckpointError(f"checkpoint not found: {path}",
+                              hint="give a .safetensors/.pth file, an mm checkpoint directory or a URL")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -42,10 +42,8 @@ def ensure_file(url: str | None, storage: Path, md5: str | None = None) -> Path:
     if storage.exists():
         return storage
     if not url:
-        raise DataError(
-            f"missing file {storage} and no URL to download it from",
-            hint="put the file there (or a symlink to it), or set its url in build_info",
-        )
+        raise DataError(f"missing file {storage} and no URL to download it from",
+                        hint="put the file there (or a symlink to it), or set its url in build_info")
     storage.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{storage.name}.", suffix=".part", dir=storage.parent)
     tmp = Path(tmp_name)
@@ -55,12 +53,10 @@ def ensure_file(url: str | None, storage: Path, md5: str | None = None) -> Path:
         if md5:
             actual = file_md5(tmp)
             if actual != md5.lower():
-                raise DataError(
-                    f"checksum mismatch for {url}: expected md5 {md5}, got {actual}; "
-                    f"the download was discarded and {storage} was not written",
-                    hint="the file at the URL changed or the transfer was corrupted; retry, or "
-                    "place a known-good copy at the storage path",
-                )
+                raise DataError(f"checksum mismatch for {url}: expected md5 {md5}, got {actual}; "
+                                f"the download was discarded and {storage} was not written",
+                                hint="the file at the URL changed or the transfer was corrupted; retry, or "
+                                "place a known-good copy at the storage path")
         os.replace(tmp, storage)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,24 +1,8 @@
-"""The hook specifications: the contract between mm and its plugins.
+"""The hook specifications: the contract between mm and its plugins (docs/plugins.md explains it).
 
-A plugin is a module (or object) whose functions are marked with :data:`hookimpl` and named
-after one of the specs below. It is found through the ``mm.plugins`` entry-point group or
-registered in code with :func:`mm_core.plugins.register_plugin`.
-
-Two families of hooks:
-
-* **Registration hooks** (``register_*``) return a mapping of public name to a *lazy target*,
-  a string ``"package.module:Attribute"``. Nothing is imported until a config asks for that
-  name, so listing names never imports torch or model code. A value may also be a dict with a
-  ``"target"`` key plus metadata (see each hook).
-* **Lifecycle hooks** are called by the engine at fixed points of a run with a
-  :class:`~mm_core.run_view.RunView` of it; loggers, early stopping and custom metrics are
-  plugins of this family.
-
-A dict registration value is checked against :class:`~mm_core.registry.Registration`: a key it
-does not define marks the plugin as failed, naming the plugin, the name and the key.
-
-Plugins keep their top-level package import light (no torch at module level): the registry
-reads package data (default YAMLs, cards) through it.
+Registration hooks (``register_*``) return name -> lazy target ``"package.module:Attr"`` (or a
+:class:`~mm_core.registry.Registration` dict), so listing names imports nothing heavy. Lifecycle
+hooks are called by the engine during a run with a :class:`~mm_core.run_view.RunView` of it.
 """
 
 from __future__ import annotations
@@ -44,9 +28,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 Targets = dict[str, Any]
 
 
-# --- registration hooks -------------------------------------------------------------------
-# Called once per process, when the registry is first built (the first `mmrun` command or API
-# call that needs a name). Each returns name -> "package.module:Attr" or a Registration dict.
+# --- registration hooks: called once per process, when the registry is first built ----------
 
 
 @hookspec
@@ -142,10 +124,9 @@ def register_metrics() -> Targets:
     """Metrics that tasks and reports reach by name, name -> target of a scoring function.
 
     A metric is a function ``score(predictions: dict[str, str], references: dict[str, list[str]],
-    **options) -> MetricScores`` over samples keyed by id (see
-    :class:`mm_core.base.metric.MetricScores`): corpus values and, where the metric has them,
-    per-sample values. A task asks the registry for it (``get_registry().resolve("metrics",
-    "coco_caption")``) instead of importing the plugin that provides it. Example::
+    **options) -> MetricScores`` over samples keyed by id (:class:`mm_core.base.metric.MetricScores`:
+    corpus and, where the metric has them, per-sample values); a task reaches it with
+    ``get_registry().resolve("metrics", name)``. Example::
 
         @hookimpl
         def register_metrics():
@@ -177,9 +158,7 @@ def register_run_keys() -> dict[str, str]:
     """
 
 
-# --- lifecycle hooks ----------------------------------------------------------------------
-# Called by the engine during a run, every implementation in turn; ``run`` is the runner's
-# RunView, up to date (step, epoch, metrics) at each call.
+# --- lifecycle hooks: called by the engine during a run, with the runner's up-to-date RunView --
 
 
 @hookspec
@@ -251,14 +230,6 @@ def run_finished(run: RunView, status: str) -> None:
     """
 
 
-REGISTRATION_HOOKS: dict[str, str] = {
-    "models": "register_models",
-    "processors": "register_processors",
-    "datasets": "register_datasets",
-    "tasks": "register_tasks",
-    "runners": "register_runners",
-    "lr_schedulers": "register_lr_schedulers",
-    "llms": "register_llms",
-    "metrics": "register_metrics",
-    "commands": "register_commands",
-}
+#: kind -> the registration hook that fills it (``register_<kind>``).
+REGISTRATION_HOOKS: dict[str, str] = {kind: f"register_{kind}" for kind in (
+    "models", "processors", "datasets", "tasks", "runners", "lr_schedulers", "llms", "metrics", "commands")}

@@ -1,19 +1,10 @@
 """The plugin host: finds plugins through entry points and registers them with pluggy.
 
-Plugins come from the ``mm.plugins`` entry-point group (one entry point per distribution,
-pointing at its hook module) and from code (:func:`register_plugin`, for tests and notebooks).
-mm's own runners and schedulers are a plugin too (:mod:`mm_core.builtin`), registered first.
-
-Environment:
-
-* ``MM_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points (like pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``).
-* ``MM_PLUGINS=a,b`` loads only the named entry points (entry-point or distribution names).
-* ``MM_PLUGIN_MODULES=pkg.hooks,other.hooks`` also registers these importable modules as
-  plugins (like pytest's ``-p``): handy for a plugin under development or in tests.
-
-A plugin that fails to import, targets another hook-API major version, or implements a hook
-that no spec defines is recorded as failed with its distribution, version and error; the
-others keep working.
+Plugins come from the ``mm.plugins`` entry-point group, from ``MM_PLUGIN_MODULES`` and from code
+(:func:`register_plugin`); mm's own names are a plugin too (:mod:`mm_core.builtin`), registered
+first. ``MM_DISABLE_PLUGIN_AUTOLOAD`` and ``MM_PLUGINS`` limit loading (docs/plugins.md, "Names,
+conflicts and loading"). A plugin that fails to import, targets another hook-API major version,
+or implements a hook no spec defines is recorded as failed; the others keep working.
 """
 
 from __future__ import annotations
@@ -66,12 +57,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
-        self._generation = 0
-
-    @property
-    def generation(self) -> int:
-        """Increases whenever a plugin is registered or removed (the registry rebuilds then)."""
-        return self._generation
+        self.generation = 0  # increases whenever a plugin is registered or removed (the registry rebuilds then)
 
     # -- loading -----------------------------------------------------------------------
     def load_builtins(self) -> None:
@@ -94,9 +80,7 @@ class PluginHost:
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the others down
-                self.infos[ep.name] = PluginInfo(
-                    ep.name, ep.value, dist, version, "failed", _describe(exc)
-                )
+                self.infos[ep.name] = PluginInfo(ep.name, ep.value, dist, version, "failed", _describe(exc))
                 continue
             self.register(plugin, name=ep.name, dist=dist, version=version)
 
@@ -115,14 +99,8 @@ class PluginHost:
             self.register(module, name=module_name)
 
     # -- registration ------------------------------------------------------------------
-    def register(
-        self,
-        plugin: Any,
-        name: str | None = None,
-        dist: str | None = None,
-        version: str | None = None,
-        status: str = "ok",
-    ) -> PluginInfo:
+    def register(self, plugin: Any, name: str | None = None, dist: str | None = None, version: str | None = None,
+                 status: str = "ok") -> PluginInfo:
         """Register ``plugin`` (a module or object with hook implementations).
 
         Returns its :class:`PluginInfo`; a plugin that is incompatible or has a misspelled hook
@@ -135,10 +113,8 @@ class PluginHost:
         self.infos[name] = info
         if _major(info.api_version) != _major(hookspecs.API_VERSION):
             info.status = "incompatible"
-            info.error = (
-                f"plugin targets mm hook API {info.api_version}, this mm-core provides "
-                f"{hookspecs.API_VERSION}; upgrade the plugin or mm-core"
-            )
+            info.error = (f"plugin targets mm hook API {info.api_version}, this mm-core provides "
+                          f"{hookspecs.API_VERSION}; upgrade the plugin or mm-core")
             return info
         try:
             self.pm.register(plugin, name=name)
@@ -150,7 +126,7 @@ class PluginHost:
             info.error = _explain_validation_error(exc)
             return info
         info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
-        self._generation += 1
+        self.generation += 1
         return info
 
     def unregister(self, name: str) -> None:
@@ -159,7 +135,7 @@ class PluginHost:
         if plugin is not None:
             self.pm.unregister(plugin)
         self.infos.pop(name, None)
-        self._generation += 1
+        self.generation += 1
 
     def failed(self) -> list[PluginInfo]:
         """Plugins that did not load."""
@@ -187,8 +163,7 @@ def _explain_validation_error(exc: pluggy.PluginValidationError) -> str:
     from mm_core.errors import did_you_mean
 
     message = str(exc)
-    specs = [n for n in dir(hookspecs) if callable(getattr(hookspecs, n)) and hasattr(
-        getattr(hookspecs, n), "mm_spec")]
+    specs = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "mm_spec")]
     for word in message.replace("'", " ").replace('"', " ").split():
         hint = did_you_mean(word, specs)
         if hint and word not in specs:

@@ -16,6 +16,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 from mm_core.errors import (
+    ConfigError,
     DuplicateNameError,
     PluginError,
     RegistryError,
@@ -39,30 +40,17 @@ KIND_BASES: dict[str, str] = {
     "llms": "mm_core.base.llm:BaseLLM",
 }
 
-SINGULAR = {
-    "models": "model",
-    "processors": "processor",
-    "datasets": "dataset builder",
-    "tasks": "task",
-    "runners": "runner",
-    "lr_schedulers": "lr scheduler",
-    "llms": "LLM backend",
-    "metrics": "metric",
-    "commands": "command",
-}
+SINGULAR = {"models": "model", "processors": "processor", "datasets": "dataset builder", "tasks": "task",
+            "runners": "runner", "lr_schedulers": "lr scheduler", "llms": "LLM backend", "metrics": "metric",
+            "commands": "command"}
 
 
 @dataclass(frozen=True)
 class Registration:
-    """What a plugin may say about a name: the dict form of a registration value.
-
-    ``target`` is required except for a ``renamed_to`` entry (a deprecated name that points at its
-    successor, as timm's ``register_model_deprecations``). The other keys are optional:
-    ``description`` (every kind), ``model_types`` / ``default_model_type`` (models),
-    ``configs`` / ``data_type`` (datasets), ``card`` (a ``"package:path.md"`` card for any kind),
-    ``run_keys`` (tasks and runners: extra ``run.*`` keys, key -> type spec), ``help``
-    (commands: the line ``mmrun --help`` shows), ``needs`` (names of other plugins it composes,
-    kind -> name -> distribution, so that a missing one is an "install <distribution>" error).
+    """What a plugin may say about a name: the dict form of a registration value (each key is
+    described in docs/plugins.md, "Names, conflicts and loading"). ``target`` is required except
+    for a ``renamed_to`` entry, a deprecated name pointing at its successor; ``needs`` is kind ->
+    name -> distribution of the other plugins' names it composes ("install <distribution>" errors).
     """
 
     target: str = ""
@@ -126,6 +114,7 @@ class Registry:
 
     def __init__(self, host: PluginHost):
         self.host = host
+        self.generation = host.generation  # the host's plugins this registry was built from
         self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         self._conflicts: dict[tuple[str, str], list[Entry]] = {}
         for kind, hook_name in REGISTRATION_HOOKS.items():
@@ -184,10 +173,8 @@ class Registry:
         if (kind, name) in self._conflicts:
             claimants = self._conflicts[(kind, name)]
             who = " and ".join(f"'{e.plugin.label}' ({e.target})" for e in claimants)
-            raise DuplicateNameError(
-                f"{SINGULAR[kind]} name '{name}' is registered by more than one plugin: {who}",
-                hint="uninstall one of them, or limit loading with MM_PLUGINS=<names>",
-            )
+            raise DuplicateNameError(f"{SINGULAR[kind]} name '{name}' is registered by more than one plugin: {who}",
+                                     hint="uninstall one of them, or limit loading with MM_PLUGINS=<names>")
         if name not in self._entries[kind]:
             raise self._unknown(kind, name)
         entry = self._entries[kind][name]
@@ -197,6 +184,14 @@ class Registry:
                           f"it to '{successor}'; use that name", FutureWarning, stacklevel=2)
             return self.get(kind, successor)
         return entry
+
+    def name_of(self, kind: str, cls: type) -> str:
+        """The name class ``cls`` is registered under as a ``kind`` (its own default configs live there)."""
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        for entry in self.entries(kind):
+            if entry.target == target:
+                return entry.name
+        raise ConfigError(f"{SINGULAR[kind]} class {target} is not registered by any plugin")
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         kind, name = key
@@ -324,22 +319,18 @@ def _check_base(kind: str, name: str, entry: Entry, obj: Any) -> None:
         return
     base = import_target(base_target)
     if not (isinstance(obj, type) and issubclass(obj, base)):
-        raise PluginError(
-            f"{SINGULAR[kind]} '{name}' from plugin '{entry.plugin.label}' points at "
-            f"{entry.target}, which is not a subclass of {base.__module__}.{base.__qualname__}",
-            hint=f"derive the class from {base.__qualname__}",
-        )
+        raise PluginError(f"{SINGULAR[kind]} '{name}' from plugin '{entry.plugin.label}' points at "
+                          f"{entry.target}, which is not a subclass of {base.__module__}.{base.__qualname__}",
+                          hint=f"derive the class from {base.__qualname__}")
 
 
 _registry: Registry | None = None
-_registry_generation = -1
 
 
 def get_registry() -> Registry:
     """The registry of the process-wide plugin host (rebuilt when plugins change)."""
-    global _registry, _registry_generation
+    global _registry
     host = get_plugin_host()
-    if _registry is None or _registry.host is not host or _registry_generation != host.generation:
+    if _registry is None or _registry.host is not host or _registry.generation != host.generation:
         _registry = Registry(host)
-        _registry_generation = host.generation
     return _registry

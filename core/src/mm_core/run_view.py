@@ -1,12 +1,6 @@
-"""RunView: what the lifecycle hooks see of a run (see :mod:`mm_core.hookspecs`).
-
-A runner owns one view and brings ``step``, ``epoch`` and ``metrics`` up to date before each hook
-call, so a plugin reads plain values instead of reaching into the runner's internals::
-
-    @hookimpl
-    def after_evaluation(run, split, epoch, metrics):
-        if metrics["agg_metrics"] < 0.1 and run.step > 1000:
-            run.request_stop()
+"""RunView: what the lifecycle hooks see of a run (see :mod:`mm_core.hookspecs`). A runner owns
+one view and brings ``step``, ``epoch`` and ``metrics`` up to date before each hook call, so a
+plugin reads plain values instead of reaching into the runner's internals.
 """
 
 from __future__ import annotations
@@ -18,22 +12,17 @@ from typing import Any
 
 @dataclass
 class RunView:
-    """The state of a run at a lifecycle hook.
+    """The state of a run at a lifecycle hook."""
 
-    ``config``: the merged config (OmegaConf ``DictConfig``; read it, do not change it);
-    ``output_dir``: where the run writes; ``runner``: the runner's registered name;
-    ``rank`` / ``world_size``: this process among all; ``step``: optimizer steps done;
-    ``epoch``: epochs done; ``metrics``: the values of the event that fired the hook
-    (the train step's ``loss``, loss terms, ``lr``; or the evaluation's metrics).
-    """
-
-    config: Any
+    config: Any  # the merged OmegaConf DictConfig: read it, do not change it
     output_dir: Path
-    runner: str
+    runner: str  # the runner's registered name
     rank: int = 0
     world_size: int = 1
-    step: int = 0
-    epoch: int = 0
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epochs done
+    #: the values of the event that fired the hook: the train step's loss, loss terms and lr, or
+    #: the evaluation's metrics
     metrics: dict[str, float] = field(default_factory=dict)
     stop_requested: bool = False
 

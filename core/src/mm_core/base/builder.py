@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from mm_core.base.dataset import BaseDataset
 from mm_core.download import cache_root, ensure_file, resolve_storage
@@ -43,11 +43,7 @@ class BaseDatasetBuilder:
         """The name this builder is registered under."""
         from mm_core.registry import get_registry
 
-        target = f"{cls.__module__}:{cls.__qualname__}"
-        for entry in get_registry().entries("datasets"):
-            if entry.target == target:
-                return entry.name
-        raise ConfigError(f"dataset builder {target} is not registered by any plugin")
+        return get_registry().name_of("datasets", cls)
 
     @classmethod
     def default_config_path(cls, type: str = "default") -> Path:
@@ -140,7 +136,3 @@ def _files_of(info: Any, split: str) -> list[tuple[str | None, str, str | None]]
     if not (len(urls) == len(storages) == len(md5s)):
         raise ConfigError(f"build_info.annotations.{split}: url, storage and md5 lists differ in length")
     return [(u, str(s), m) for u, s, m in zip(urls, storages, md5s)]
-
-
-def as_container(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg

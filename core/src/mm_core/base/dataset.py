@@ -22,13 +22,8 @@ class BaseDataset(Dataset):
     cannot be used may be returned as ``None`` and are dropped by :meth:`collater`.
     """
 
-    def __init__(
-        self,
-        vis_processor: Callable | None = None,
-        text_processor: Callable | None = None,
-        vis_root: str | Path | None = None,
-        ann_paths: Sequence[str | Path] = (),
-    ) -> None:
+    def __init__(self, vis_processor: Callable | None = None, text_processor: Callable | None = None,
+                 vis_root: str | Path | None = None, ann_paths: Sequence[str | Path] = ()) -> None:
         self.vis_root = Path(vis_root) if vis_root is not None else None
         self.annotation: list[Any] = []
         for path in ann_paths:
@@ -46,10 +41,6 @@ class BaseDataset(Dataset):
         if not samples:
             return {}
         return default_collate(samples)
-
-    def set_processors(self, vis_processor: Callable | None, text_processor: Callable | None) -> None:
-        self.vis_processor = vis_processor
-        self.text_processor = text_processor
 
     def _add_instance_ids(self, key: str = "instance_id") -> None:
         for idx, ann in enumerate(self.annotation):
@@ -90,10 +81,8 @@ def resolve_inside(root: str | Path, relative: str, what: str = "path") -> Path:
     root = Path(root).resolve()
     candidate = (root / relative).resolve()
     if candidate != root and root not in candidate.parents:
-        raise DataError(
-            f"{what}: '{relative}' resolves to {candidate}, outside the data root {root}",
-            hint="paths in annotation files must stay inside their images/features root",
-        )
+        raise DataError(f"{what}: '{relative}' resolves to {candidate}, outside the data root {root}",
+                        hint="paths in annotation files must stay inside their images/features root")
     return candidate
 
 

@@ -1,14 +1,8 @@
 """BaseLLM: the contract of a language-model backend that multimodal models compose.
 
 A model such as BLIP-2 -> LLM asks the registry's ``llms`` kind for a backend by name
-(``model.llm.name``) and talks to it only through this interface, so any LLM plugin composes
-with any vision plugin without importing it. ``docs/llm_backend.md`` documents the contract
-for third parties.
-
-Conversations are lists of ``{"from": "user" | "assistant", "value": str}``; the literal
-:data:`IMAGE_MARK` in a user turn marks where an image's embeddings go. The backend expands
-each mark to ``num_image_tokens`` copies of its ``image_token_id``; the composing model then
-overwrites the embeddings at those positions, in order, with its image embeddings.
+(``model.llm.name``) and talks to it only through this interface; docs/llm_backend.md documents
+the contract (conversations, :data:`IMAGE_MARK` expansion, labels) for third parties.
 """
 
 from __future__ import annotations
@@ -30,21 +24,13 @@ Conversation = Sequence[dict[str, str]]
 
 
 class BaseLLM(nn.Module):
-    """A causal language model with its tokenizer and conversation format.
+    """A causal language model with its tokenizer and conversation format. Only trainable
+    parameters end up in mm checkpoints, so a frozen backend is rebuilt from its own source
+    (``from_config``) when a checkpoint is loaded. Every backend sets these in ``__init__``:"""
 
-    Attributes every backend sets in ``__init__``:
-
-    * ``tokenizer`` — a Hugging Face tokenizer (``decode``, ``pad_token_id``, ...);
-    * ``hidden_size`` — width of the input embeddings (the composing model projects to it);
-    * ``image_token`` / ``image_token_id`` — the special placeholder token images replace.
-
-    Only trainable parameters end up in mm checkpoints, so a frozen backend is rebuilt from
-    its own source (``from_config``) when a checkpoint is loaded.
-    """
-
-    tokenizer: Any
-    hidden_size: int
-    image_token: str
+    tokenizer: Any  # a Hugging Face tokenizer (decode, pad_token_id, ...)
+    hidden_size: int  # width of the input embeddings (the composing model projects to it)
+    image_token: str  # the special placeholder token that images replace, and its id
     image_token_id: int
 
     @classmethod
@@ -105,20 +91,13 @@ class BaseLLM(nn.Module):
             batch["labels"] = torch.tensor([pad(e["labels"], IGNORE_INDEX) for e in items], dtype=torch.long)
         return batch
 
-    def forward(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> Any:
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None) -> Any:
         """The language model on embeddings; returns an object with ``loss`` (mean over the
         supervised tokens, ``None`` without labels) and ``logits``."""
         raise NotImplementedError
 
-    def generate(
-        self,
-        inputs_embeds: torch.Tensor,
-        attention_mask: torch.Tensor,
-        on_text: Callable[[str], None] | None = None,
-        **generation: Any,
-    ) -> list[str]:
+    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                 on_text: Callable[[str], None] | None = None, **generation: Any) -> list[str]:
         """Generate continuations of (left-padded) embeddings and return the decoded new texts
         (the prompt excluded, special tokens skipped, surrounding whitespace stripped).
 

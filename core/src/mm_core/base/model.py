@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mm_core.errors import CheckpointError, ConfigError
+from mm_core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,7 @@ class BaseModel(nn.Module):
         """The ``arch`` this class is registered under."""
         from mm_core.registry import get_registry
 
-        target = f"{cls.__module__}:{cls.__qualname__}"
-        registry = get_registry()
-        for entry in registry.entries("models"):
-            if entry.target == target:
-                return entry.name
-        raise ConfigError(f"model class {target} is not registered by any plugin")
+        return get_registry().name_of("models", cls)
 
     @classmethod
     def default_config_path(cls, model_type: str) -> Path:
@@ -106,11 +101,9 @@ class BaseModel(nn.Module):
             if key not in own:
                 report.unexpected.append(key)
             elif own[key].shape != value.shape:
-                raise CheckpointError(
-                    f"{where}: tensor '{key}' has shape {tuple(value.shape)}, the model expects "
-                    f"{tuple(own[key].shape)}",
-                    hint="the checkpoint was saved from a different model_type or size",
-                )
+                raise CheckpointError(f"{where}: tensor '{key}' has shape {tuple(value.shape)}, the model expects "
+                                      f"{tuple(own[key].shape)}",
+                                      hint="the checkpoint was saved from a different model_type or size")
             else:
                 usable[key] = value
         self.load_state_dict(usable, strict=False)
@@ -120,11 +113,9 @@ class BaseModel(nn.Module):
         if strict:
             missing_trainable = sorted(trainable - set(usable))
             if missing_trainable or report.unexpected:
-                raise CheckpointError(
-                    f"{where} does not fit {type(self).__name__}: missing trainable "
-                    f"{missing_trainable[:5]}, unexpected {report.unexpected[:5]}",
-                    hint="was it saved from another model_type or with other freeze_* options?",
-                )
+                raise CheckpointError(f"{where} does not fit {type(self).__name__}: missing trainable "
+                                      f"{missing_trainable[:5]}, unexpected {report.unexpected[:5]}",
+                                      hint="was it saved from another model_type or with other freeze_* options?")
         log.info(report.summary())
         return report
 
@@ -153,14 +144,6 @@ class BaseModel(nn.Module):
         for module in self.modules():
             if module is not self and hasattr(module, "gradient_checkpointing_enable") and enable:
                 module.gradient_checkpointing_enable()
-
-    def describe(self) -> dict[str, Any]:
-        """Facts for logs and ``--dry-run``: class, parameter counts."""
-        return {
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "parameters": self.num_parameters(),
-            "trainable_parameters": self.num_parameters(trainable_only=True),
-        }
 
 
 def config_value(cfg: DictConfig | Mapping[str, Any] | None, key: str, default: Any) -> Any:

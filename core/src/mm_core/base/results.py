@@ -1,29 +1,10 @@
-"""Saved evaluation results, and how a report shows them without knowing the task.
+"""Saved evaluation results, and the keys that let a report show them without knowing the task.
 
-The engine saves each evaluated split as ``result/<split>_epoch<epoch>.json`` under the run's
-output folder: a JSON list with one record (an object) per sample, written by
-:meth:`~mm_core.base.task.BaseTask.save_results`. A report (``mmrun report``) reads only these
-files and knows no task or dataset: a task that wants its samples shown says everything in the
-records, under these keys (all optional except the output; other keys are ignored):
-
-=================  =====================================================================
-an id              ``question_id``, ``image_id``, ``instance_id`` or ``sample_id`` (the
-                   first present names the sample; :data:`ID_KEYS`)
-the output         ``caption``, ``answer``, ``prediction``, ``output`` or ``text``
-                   (:data:`OUTPUT_KEYS`)
-``image``          the sample's image, relative to ``images_root`` (or absolute)
-``images_root``    the absolute folder ``image`` is relative to, as the run found it
-                   (``mmrun report --images-root DIR`` replaces it when the data moved)
-``prompt``         the question or prompt the output answers
-``references``     the ground-truth texts, a list of strings
-``score``          a number that ranks the sample, higher is better ...
-``score_name``     ... and the name of the metric it is (e.g. ``CIDEr``)
-=================  =====================================================================
-
-:func:`display_fields` builds these keys (:meth:`~mm_core.base.task.BaseTask.display_fields`
-adds the evaluated split's ``images_root``). The engine calls ``after_evaluation`` before
-``save_results`` with the same records, so a task whose metric scores each sample adds ``score``
-and ``score_name`` to them there. This module imports nothing heavy: reports read it.
+Each evaluated split is saved as ``result/<split>_epoch<epoch>.json``: one record per sample
+(:meth:`~mm_core.base.task.BaseTask.save_results`). The keys a report reads — an id
+(:data:`ID_KEYS`), the output (:data:`OUTPUT_KEYS`) and :data:`DISPLAY_KEYS` — are the contract
+described in docs/plugins.md ("Results a report can show"). This module imports nothing heavy:
+reports read it.
 """
 
 from __future__ import annotations
@@ -36,7 +17,7 @@ from typing import Any
 ID_KEYS: tuple[str, ...] = ("question_id", "image_id", "instance_id", "sample_id")
 #: Keys of a result record that may hold the model's output, in order of preference.
 OUTPUT_KEYS: tuple[str, ...] = ("caption", "answer", "prediction", "output", "text")
-#: The keys that say how a sample is shown (see the table above).
+#: The keys that say how a sample is shown.
 DISPLAY_KEYS: tuple[str, ...] = ("image", "images_root", "prompt", "references", "score", "score_name")
 
 

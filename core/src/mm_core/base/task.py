@@ -106,6 +106,4 @@ class BaseTask:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return str(value)
+    return value.tolist() if isinstance(value, torch.Tensor) else str(value)

@@ -1,15 +1,9 @@
-"""``mmrun``: run a config, or one of the sub-commands.
-
-    mmrun --config run.yaml [--options k=v ...] [--dry-run]
-    mmrun list [KIND] [PATTERN] [-v]
-    mmrun plugins [-v]
-    mmrun config --config run.yaml [--options k=v ...]
-    mmrun info NAME
+"""``mmrun``: run a config (``mmrun --config run.yaml``), or one of the sub-commands.
 
 Every sub-command, the built-in ones too (:mod:`mm_core.builtin`), is registered through the
-``register_commands`` hook, so two providers of one name are the registry's usual error. Listing, ``config`` and
-``--help`` import no torch. User errors exit with code 2 and a message; ``--debug`` shows the
-traceback.
+``register_commands`` hook, so two providers of one name are the registry's usual error. Listing,
+``config`` and ``--help`` import no torch. User errors exit with code 2 and a message; ``--debug``
+shows the traceback.
 """
 
 from __future__ import annotations
@@ -46,10 +40,8 @@ def _dispatch(args: list[str]) -> int:
             from mm_core.errors import did_you_mean
 
             known = list(_commands())
-            raise MMError(
-                f"unknown command '{args[0]}'{did_you_mean(args[0], known)}",
-                hint="`mmrun --help` lists the commands",
-            )
+            raise MMError(f"unknown command '{args[0]}'{did_you_mean(args[0], known)}",
+                          hint="`mmrun --help` lists the commands")
         return int(command(args[1:]) or 0)
     if not args or args[0] in ("-h", "--help"):
         print(_help_text())
@@ -75,9 +67,7 @@ def _find_command(name: str) -> Callable[[list[str]], int] | None:
     from mm_core.registry import get_registry
 
     registry = get_registry()
-    if ("commands", name) not in registry:
-        return None
-    return registry.resolve("commands", name)
+    return registry.resolve("commands", name) if ("commands", name) in registry else None
 
 
 def _help_text() -> str:

@@ -33,9 +33,6 @@ class LoadedConfig:
     user_file: str | None = None
     model_defaults: DictConfig | None = None
 
-    def to_yaml(self) -> str:
-        return OmegaConf.to_yaml(self.config)
-
 
 def _env(name: str, default: Any = None) -> Any:
     """``${env:VAR}`` / ``${env:VAR,default}``: an environment variable (LAVIS configs use it)."""
@@ -95,10 +92,8 @@ def model_default_path(arch: str, model_type: str) -> Traversable:
 
     types = get_registry().model_types(arch)
     if model_type not in types:
-        raise ConfigError(
-            f"model '{arch}' has no model_type '{model_type}'{did_you_mean(model_type, types)}",
-            hint=f"model types of {arch}: {', '.join(types) or '(none)'}",
-        )
+        raise ConfigError(f"model '{arch}' has no model_type '{model_type}'{did_you_mean(model_type, types)}",
+                          hint=f"model types of {arch}: {', '.join(types) or '(none)'}")
     return types[model_type]
 
 
@@ -112,10 +107,8 @@ def dataset_default_path(name: str, type: str = "default") -> Traversable:
 
     types = get_registry().dataset_types(name)
     if type not in types:
-        raise ConfigError(
-            f"dataset builder '{name}' has no config type '{type}'{did_you_mean(type, types)}",
-            hint=f"types of {name}: {', '.join(types) or '(none)'}",
-        )
+        raise ConfigError(f"dataset builder '{name}' has no config type '{type}'{did_you_mean(type, types)}",
+                          hint=f"types of {name}: {', '.join(types) or '(none)'}")
     return types[type]
 
 
@@ -192,10 +185,8 @@ def load_config(
 def _check_top_level(cfg: DictConfig, source: str) -> None:
     for key in cfg.keys():
         if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(
-                f"{source}: unknown top-level key '{key}'{did_you_mean(str(key), TOP_LEVEL_KEYS)}",
-                hint="a config has the blocks " + ", ".join(TOP_LEVEL_KEYS),
-            )
+            raise ConfigError(f"{source}: unknown top-level key '{key}'{did_you_mean(str(key), TOP_LEVEL_KEYS)}",
+                              hint="a config has the blocks " + ", ".join(TOP_LEVEL_KEYS))
 
 
 def _sources(layers: list[tuple[str, DictConfig]]) -> dict[str, list[str]]:
@@ -256,16 +247,12 @@ def _validate_run(run: Any, layers: list[tuple[str, DictConfig]]) -> None:
     schema = run_schema(run)
     for key, value in run.items():
         if key not in schema:
-            raise ConfigError(
-                f"{_origin(f'run.{key}', layers)}: unknown key 'run.{key}'{did_you_mean(key, schema)}",
-                hint=f"run keys are the engine's, plus those task '{run.get('task')}' and runner "
-                f"'{run.get('runner', 'runner_base')}' declare",
-            )
+            raise ConfigError(f"{_origin(f'run.{key}', layers)}: unknown key 'run.{key}'{did_you_mean(key, schema)}",
+                              hint=f"run keys are the engine's, plus those task '{run.get('task')}' and runner "
+                              f"'{run.get('runner', 'runner_base')}' declare")
         if not type_matches(value, schema[key]):
-            raise ConfigError(
-                f"{_origin(f'run.{key}', layers)}: run.{key} must be {_type_words(schema[key])}, "
-                f"got {type(value).__name__} {value!r}"
-            )
+            raise ConfigError(f"{_origin(f'run.{key}', layers)}: run.{key} must be {_type_words(schema[key])}, "
+                              f"got {type(value).__name__} {value!r}")
 
 
 def _validate_model(model: Any, defaults: DictConfig | None, layers: list[tuple[str, DictConfig]]) -> None:
@@ -276,10 +263,8 @@ def _validate_model(model: Any, defaults: DictConfig | None, layers: list[tuple[
     for key, value in model.items():
         spec = type_of_default(default_model.get(key))
         if spec and not type_matches(value, spec):
-            raise ConfigError(
-                f"{_origin(f'model.{key}', layers)}: model.{key} must be {_type_words(spec)} "
-                f"(as in the model's defaults), got {type(value).__name__} {value!r}"
-            )
+            raise ConfigError(f"{_origin(f'model.{key}', layers)}: model.{key} must be {_type_words(spec)} "
+                              f"(as in the model's defaults), got {type(value).__name__} {value!r}")
 
 
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",

@@ -17,6 +17,7 @@ new complete checkpoint — never a half-written directory that resume would pic
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -43,17 +44,10 @@ POINTERS = ("latest", "best")
 def capture_rng() -> dict[str, Any]:
     """Python, numpy, torch and CUDA RNG states as tensors and plain types."""
     np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": _to_plain(random.getstate()),
-        "numpy": {
-            "kind": str(np_state[0]),
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
+    numpy_state = {"kind": str(np_state[0]), "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}
+    state: dict[str, Any] = {"python": _to_plain(random.getstate()), "numpy": numpy_state,
+                             "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -150,11 +144,10 @@ class CheckpointStore:
 
     # finding ------------------------------------------------------------------------
     def pointer(self, name: str) -> str | None:
+        """The tag ``latest`` / ``best`` names, when that checkpoint is complete."""
         path = self.root / name
-        if not path.is_file():
-            return None
-        tag = path.read_text(encoding="utf-8").strip()
-        return tag if is_complete(self.root / tag) else None
+        tag = path.read_text(encoding="utf-8").strip() if path.is_file() else None
+        return tag if tag and is_complete(self.root / tag) else None
 
     def tags(self) -> list[str]:
         """Complete checkpoints, oldest first (by their global step, then time)."""
@@ -175,10 +168,8 @@ class CheckpointStore:
             if tag is None and spec == "latest" and self.tags():
                 tag = self.tags()[-1]
             if tag is None:
-                raise CheckpointError(
-                    f"no complete checkpoint to resume from under {self.root} ('{spec}')",
-                    hint="start without run.resume_ckpt_path, or point it at a checkpoint directory",
-                )
+                raise CheckpointError(f"no complete checkpoint to resume from under {self.root} ('{spec}')",
+                                      hint="start without run.resume_ckpt_path, or point it at a checkpoint directory")
             return self.root / tag
         return resolve_checkpoint(spec)
 
@@ -232,13 +223,9 @@ def _fsync_file(path: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened or synced
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -5,10 +5,8 @@ re-creates the permutation of the epoch it stopped in and skips the batches it a
 so it sees exactly the batches an uninterrupted run would. Every DataLoader gets its own
 seeded generator, so creating one never draws from the global torch RNG.
 
-With ``run.group_by_length`` the permutation is regrouped so that each batch holds samples of
-similar length (:class:`LengthGroupedSampler`): with dynamic padding, far fewer pad tokens
-are computed on data with a wide length spread. The dataset says how long its samples are
-through an optional ``sample_lengths()`` method.
+``run.group_by_length`` batches samples of similar length (:class:`LengthGroupedSampler`, from
+the dataset's ``sample_lengths()``), so dynamic padding computes far fewer pad tokens.
 """
 
 from __future__ import annotations
@@ -33,12 +31,10 @@ class ConcatWithCollater(ConcatDataset):
 
 
 def collate_fn_of(dataset: Dataset) -> Any:
-    collater = getattr(dataset, "collater", None)
-    if collater is None:
-        from torch.utils.data.dataloader import default_collate
+    """The dataset's ``collater``, else torch's ``default_collate``."""
+    from torch.utils.data.dataloader import default_collate
 
-        return default_collate
-    return collater
+    return getattr(dataset, "collater", None) or default_collate
 
 
 def concat_train_splits(datasets: Mapping[str, Mapping[str, Dataset]], splits: list[str]) -> Dataset:
@@ -46,10 +42,8 @@ def concat_train_splits(datasets: Mapping[str, Mapping[str, Dataset]], splits: l
     parts = [ds[split] for ds in datasets.values() for split in splits if split in ds]
     if not parts:
         found = {name: sorted(ds) for name, ds in datasets.items()}
-        raise ConfigError(
-            f"no dataset has a train split named {splits}; splits found: {found}",
-            hint="set run.train_splits to the split names your datasets define",
-        )
+        raise ConfigError(f"no dataset has a train split named {splits}; splits found: {found}",
+                          hint="set run.train_splits to the split names your datasets define")
     return parts[0] if len(parts) == 1 else ConcatWithCollater(parts)
 
 
@@ -160,11 +154,9 @@ class TrainStream:
             self.sampler = ResumableSampler(dataset, world_size, rank, seed)
         self.batches_per_epoch = self.sampler.num_samples // batch_size
         if self.batches_per_epoch == 0:
-            raise ConfigError(
-                f"the training set has {len(dataset)} samples: not one full batch of "
-                f"{batch_size} per process on {world_size} process(es)",
-                hint="lower run.batch_size_train or add training data",
-            )
+            raise ConfigError(f"the training set has {len(dataset)} samples: not one full batch of "
+                              f"{batch_size} per process on {world_size} process(es)",
+                              hint="lower run.batch_size_train or add training data")
         self.position = StreamPosition()
         self._iterator: Iterator[Any] | None = None
 
@@ -172,17 +164,9 @@ class TrainStream:
         self.sampler.set_epoch(self.position.data_epoch)
         self.sampler.skip = self.position.batch * self.batch_size
         generator = torch.Generator().manual_seed(_mix(self.seed, self.position.data_epoch, self.rank))
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=self.sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_fn_of(self.dataset),
-            drop_last=True,
-            generator=generator,
-            persistent_workers=False,
-            pin_memory=False,
-        )
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler,
+                            num_workers=self.num_workers, collate_fn=collate_fn_of(self.dataset), drop_last=True,
+                            generator=generator, persistent_workers=False, pin_memory=False)
         return iter(loader)
 
     def next(self) -> Any:
@@ -220,15 +204,9 @@ class ShardSampler(Sampler[int]):
 
 def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, num_workers: int = 0) -> DataLoader:
     """A loader over this rank's shard of an evaluation split."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=ShardSampler(len(dataset), rank, world_size),
-        num_workers=num_workers,
-        collate_fn=collate_fn_of(dataset),
-        drop_last=False,
-        generator=torch.Generator().manual_seed(0),
-    )
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
+                      num_workers=num_workers, collate_fn=collate_fn_of(dataset), drop_last=False,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def move_to_device(samples: Any, device: torch.device) -> Any:

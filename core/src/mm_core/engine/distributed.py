@@ -1,12 +1,8 @@
 """The process group, from the environment ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``).
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; multi-node launches: docs/distributed.md).
 
 Single-process runs have no process group, and every collective here is then a no-op (a bare
-``dist.barrier()`` crashes LAVIS' single-process runs). Multi-node runs use torchrun's
-rendezvous, e.g. on each of 2 nodes::
-
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
-        --rdzv_endpoint=HOST:29400 --rdzv_id=JOB --no-python mmrun --config run.yaml
+``dist.barrier()`` crashes LAVIS' single-process runs).
 """
 
 from __future__ import annotations
@@ -82,10 +78,6 @@ class DistContext:
         return self.device if self.backend == "nccl" else torch.device("cpu")
 
 
-def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def init_distributed(device: str | None = None, backend: str | None = None, timeout_s: float = 1800.0) -> DistContext:
     """Start the process group when torchrun launched more than one process.
 
@@ -94,7 +86,7 @@ def init_distributed(device: str | None = None, backend: str | None = None, time
     so a dead rank ends the job instead of hanging it.
     """
     rank = int(os.environ.get("RANK", "0"))
-    world_size = env_world_size()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     wants_cuda = device is None or str(device).startswith("cuda")
     if wants_cuda and torch.cuda.is_available():
@@ -105,11 +97,8 @@ def init_distributed(device: str | None = None, backend: str | None = None, time
     ctx = DistContext(rank, world_size, local_rank, dev)
     if world_size > 1 and dist.is_available() and not dist.is_initialized():
         ctx.backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
-        dist.init_process_group(
-            backend=ctx.backend,
-            timeout=datetime.timedelta(seconds=float(timeout_s)),
-            **({"device_id": dev} if ctx.backend == "nccl" else {}),
-        )
+        dist.init_process_group(backend=ctx.backend, timeout=datetime.timedelta(seconds=float(timeout_s)),
+                                **({"device_id": dev} if ctx.backend == "nccl" else {}))
     elif dist.is_available() and dist.is_initialized():
         ctx.backend = dist.get_backend()
     return ctx

@@ -74,8 +74,6 @@ def preflight_output_dir(output_dir: Path, needed_bytes: int = 0) -> None:
         ) from exc
     free = shutil.disk_usage(output_dir).free
     if needed_bytes and free < needed_bytes:
-        raise CheckpointError(
-            f"only {free / 2**20:.0f} MiB free under {output_dir}; one checkpoint needs about "
-            f"{needed_bytes / 2**20:.0f} MiB",
-            hint="free disk space, lower run.keep_last, or choose another run.output_dir",
-        )
+        raise CheckpointError(f"only {free / 2**20:.0f} MiB free under {output_dir}; one checkpoint needs about "
+                              f"{needed_bytes / 2**20:.0f} MiB",
+                              hint="free disk space, lower run.keep_last, or choose another run.output_dir")

@@ -12,7 +12,6 @@ Only rank 0 writes; other ranks get a :class:`MetricsLog` that drops everything.
 from __future__ import annotations
 
 import json
-import math
 import resource
 import sys
 import time
@@ -82,8 +81,4 @@ def _short(value: Any) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return str(value)
+    return value.tolist() if isinstance(value, torch.Tensor) else str(value)

@@ -1,35 +1,10 @@
 """Runners: the training loop shared by ``runner_base`` (epochs) and ``runner_iter`` (iterations).
 
 A runner is built as ``Runner(cfg, task, model, datasets)`` and driven by :meth:`Runner.train`
-or :meth:`Runner.evaluate`. The loop is a sequence of *epochs*, each a fixed number of
-iterations (micro-batches) drawn from the :class:`~mm_core.engine.data.TrainStream`;
-``accum_grad_iters`` micro-batches make one optimizer step. Subclasses only say how many
-epochs there are and how long each is (:meth:`Runner.plan`).
-
-The runner API, for runners shipped by plugins (mm-plugin-deepspeed's ``deepspeed_runner`` is one):
-override these and keep the rest — evaluation, metrics, lifecycle hooks, best-checkpoint logic.
-
-=============================  =================================================================
-``plan()``                     micro-batches of each epoch (``EpochRunner.plan`` / ``IterRunner.plan``
-                               may be called on any runner)
-``build_optimizer()``          the optimizer; called first in ``setup_training``, the scheduler wraps it
-``wrap_model(model)``          the module every forward goes through (DDP, an engine), after the optimizer
-``setup_training()``           stream, plan, optimizer, scheduler, wrapped model; an override calls super
-``accumulation_context(m, last)``  around each micro-batch; ``last`` ends an optimizer step
-``backward(loss)``             backward of one micro-batch (the loss is already divided by the group)
-``optimizer_step()``           clip, step, zero the gradients (the scheduler has set the lr)
-``save_checkpoint(best)``      on every rank; writes ``checkpoints/<tag()>`` on rank 0
-``trainable_state_dict()``     rank 0 only, inside ``save_checkpoint``: collectives must come before
-``training_state(rng)``        optimizer, scheduler, scaler, rng, progress, stream, world_size
-``load_checkpoint(path)``      resume from the directory ``resolve_resume`` gives
-``restore_training_state(s)``  scheduler, progress, data position, RNG from a ``training_state`` dict
-``load_model_weights(path)``   weights only (``test_with_best``, ``run.evaluate``), every rank
-=============================  =================================================================
-
-Attributes a subclass may read or replace after ``super().__init__``: ``settings``
-(:class:`~mm_core.engine.settings.RunSettings`), ``precision``, ``model``, ``optimizer``,
-``scheduler``, ``stream``, ``progress`` (:class:`Progress`), ``store``, ``ctx``, ``metrics``,
-``last_checkpoint``, ``last_saved_step`` and ``view`` (the lifecycle hooks' :class:`RunView`).
+or :meth:`Runner.evaluate`: epochs of micro-batches from the :class:`~mm_core.engine.data.TrainStream`,
+``accum_grad_iters`` micro-batches per optimizer step. Subclasses say how long each epoch is
+(:meth:`Runner.plan`); the methods a plugin's runner may override are the runner API of
+docs/plugins.md ("Writing a runner").
 """
 
 from __future__ import annotations
@@ -328,11 +303,9 @@ class Runner:
             split = s.best_split or next(iter(results))
             value = results.get(split, {}).get(s.best_metric)
             if value is None:
-                raise ConfigError(
-                    f"run.best_metric '{s.best_metric}' is not among the metrics of split '{split}': "
-                    f"{sorted(results.get(split, {}))}",
-                    hint="set run.best_metric to one of them",
-                )
+                raise ConfigError(f"run.best_metric '{s.best_metric}' is not among the metrics of split '{split}': "
+                                  f"{sorted(results.get(split, {}))}",
+                                  hint="set run.best_metric to one of them")
             best = self.progress.best_value
             is_best = best is None or (value > best if s.best_mode == "max" else value < best)
         is_best = bool(self.ctx.broadcast_from_main(is_best))
@@ -378,10 +351,8 @@ class Runner:
             self.load_model_weights(self.resolve_resume(s.resume_ckpt_path))
         splits = s.test_splits if self.eval_labels(s.test_splits) else s.valid_splits
         if not self.eval_labels(splits):
-            raise ConfigError(
-                f"run.evaluate is set but none of the splits {splits} exists in the datasets",
-                hint="set run.test_splits (or run.valid_splits) to split names the datasets define",
-            )
+            raise ConfigError(f"run.evaluate is set but none of the splits {splits} exists in the datasets",
+                              hint="set run.test_splits (or run.valid_splits) to split names the datasets define")
         if self.ctx.is_main:
             preflight_output_dir(self.output_dir)
         self.metrics = MetricsLog(self.output_dir, self.ctx.is_main, False)

@@ -22,19 +22,9 @@ import torch
 class LRScheduler:
     """Base class: sets each param group's ``lr`` to ``lr_at(epoch, step) * lr_scale``."""
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        max_epoch: int,
-        init_lr: float,
-        min_lr: float = 0.0,
-        decay_rate: float | None = None,
-        warmup_start_lr: float = -1.0,
-        warmup_steps: int = 0,
-        iters_per_epoch: int | None = None,
-        max_iters: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, max_epoch: int, init_lr: float, min_lr: float = 0.0,
+                 decay_rate: float | None = None, warmup_start_lr: float = -1.0, warmup_steps: int = 0,
+                 iters_per_epoch: int | None = None, max_iters: int | None = None, **kwargs: Any) -> None:
         self.optimizer = optimizer
         self.max_epoch = int(max_epoch)
         self.init_lr = float(init_lr)
@@ -69,14 +59,8 @@ class LRScheduler:
         return lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "class": type(self).__name__,
-            "max_epoch": self.max_epoch,
-            "init_lr": self.init_lr,
-            "min_lr": self.min_lr,
-            "warmup_steps": self.warmup_steps,
-            "last_lr": self.last_lr,
-        }
+        return {"class": type(self).__name__, "max_epoch": self.max_epoch, "init_lr": self.init_lr,
+                "min_lr": self.min_lr, "warmup_steps": self.warmup_steps, "last_lr": self.last_lr}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last_lr = float(state.get("last_lr", self.init_lr))

@@ -1,9 +1,9 @@
 """RunSettings: the ``run`` block's schema and its typed view — the one list of the engine's ``run.*`` keys.
 
-Config validation reads the key types from these fields (:func:`run_key_types`); a task, a runner
-or a plugin adds its own keys through its registration (see :mod:`mm_core.hookspecs`). LAVIS YAMLs write numbers loosely (``max_iters: 2e4``, ``init_lr: 1e-4`` that plain YAML reads
-as a string); everything is coerced here once, with errors naming the key, so the rest of the
-engine works with plain Python values.
+Config validation reads the key types from these fields (:func:`run_key_types`); tasks, runners and
+plugins add keys through their registration. LAVIS YAMLs write numbers loosely (``max_iters: 2e4``,
+``init_lr: 1e-4`` that plain YAML reads as a string): they are coerced here once, with errors naming
+the key, so the rest of the engine works with plain Python values.
 """
 
 from __future__ import annotations
@@ -114,10 +114,8 @@ class RunSettings:
         if self.best_mode not in ("max", "min"):
             raise ConfigError(f"run.best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.autocast_dtype not in (None, "bf16", "fp16", "bfloat16", "float16"):
-            raise ConfigError(
-                f"run.autocast_dtype must be bf16 or fp16, got {self.autocast_dtype!r}",
-                hint="autocast_dtype: bf16 (CUDA/CPU) or fp16 (CUDA, with a GradScaler)",
-            )
+            raise ConfigError(f"run.autocast_dtype must be bf16 or fp16, got {self.autocast_dtype!r}",
+                              hint="autocast_dtype: bf16 (CUDA/CPU) or fp16 (CUDA, with a GradScaler)")
         for name in ("batch_size_train", "batch_size_eval", "keep_last", "log_freq", "val_freq", "ckpt_freq"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"run.{name} must be >= 1, got {getattr(self, name)}")

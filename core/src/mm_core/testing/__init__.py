@@ -22,15 +22,5 @@ from mm_core.testing.contracts import (
 )
 from mm_core.testing.runs import RunResult, make_config, run_training
 
-__all__ = [
-    "ContractError",
-    "RunResult",
-    "check_builder",
-    "check_model",
-    "check_plugin",
-    "check_processor",
-    "check_task",
-    "make_config",
-    "plugin_registered",
-    "run_training",
-]
+__all__ = ["ContractError", "RunResult", "check_builder", "check_model", "check_plugin", "check_processor",
+           "check_task", "make_config", "plugin_registered", "run_training"]
