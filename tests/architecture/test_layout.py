@@ -77,3 +77,21 @@ def long_functions(root: Path) -> list[str]:
 @pytest.mark.parametrize("root", ["core", "plugins"])
 def test_no_function_is_longer_than_60_lines(root):
     assert long_functions(REPO / root) == []
+
+
+def test_mms_own_features_come_and_go_with_their_plugins():
+    """Serving, reports and DeepSpeed are plugins: without them loaded, their commands and runner are
+    simply not there (as after `pip uninstall`), and the rest keeps working."""
+    from ..conftest import mm_env, run_mmrun
+
+    everything = run_mmrun(["--help"], mm_env())
+    assert all(f"  {c} " in everything.stdout for c in ("serve", "chat", "report", "consolidate-deepspeed"))
+    core_only = mm_env(MM_PLUGINS="blip2")
+    bare = run_mmrun(["--help"], core_only)
+    assert bare.returncode == 0
+    assert not any(f"  {c} " in bare.stdout for c in ("serve", "chat", "report", "consolidate-deepspeed"))
+    assert "  list " in bare.stdout and "  new-plugin " in bare.stdout
+    serve = run_mmrun(["serve", "--config", "x.yaml"], core_only)
+    assert serve.returncode == 2 and "unknown command 'serve'" in serve.stderr
+    runners = run_mmrun(["list", "runners"], core_only).stdout
+    assert "runner_base" in runners and "deepspeed_runner" not in runners
