@@ -7,11 +7,13 @@ browser; `playwright install` (which downloads browsers) is never needed.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from playwright.sync_api import expect
 from serve_support import IMAGE_MARK, Server
 
 pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
@@ -44,10 +46,12 @@ def browser():
         browser.close()
 
 
-def last_answer(page) -> str:
-    page.wait_for_function(
-        "() => { const b = document.querySelectorAll('.msg.assistant');"
-        " return b.length && !b[b.length - 1].classList.contains('pending'); }", timeout=60_000)
+def last_answer(page, turns: int) -> str:
+    """The answer of the conversation's ``turns``-th reply once it is complete. Playwright's locator
+    assertions, not ``wait_for_function``: the page's CSP forbids eval, which a polled predicate needs."""
+    replies = page.locator(".msg.assistant")
+    expect(replies).to_have_count(turns, timeout=60_000)
+    expect(replies.last).not_to_have_class(re.compile(r"\bpending\b"), timeout=60_000)
     return page.locator(".msg.assistant .text").last.text_content()
 
 
@@ -58,7 +62,7 @@ def test_page_chat_with_image_streams_the_answer(browser, slow_server: Server, c
     page.on("request", lambda request: hosts.append(urlparse(request.url).netloc or request.url.split(":")[0]))
     page.add_init_script(RECORD_PARTIALS)
     page.goto(slow_server.url + "/")
-    page.wait_for_function("document.getElementById('model').textContent === 'char_chat-tiny'", timeout=30_000)
+    expect(page.locator("#model")).to_have_text("char_chat-tiny", timeout=30_000)
     page.fill("#max-tokens", "24")
 
     # turn 1: attach an image, ask, watch the answer arrive piece by piece
@@ -66,7 +70,7 @@ def test_page_chat_with_image_streams_the_answer(browser, slow_server: Server, c
     page.wait_for_selector("#attachment img")
     page.fill("#prompt", "describe the image")
     page.click("#send")
-    answer1 = last_answer(page)
+    answer1 = last_answer(page, 1)
     blue = (image_root / "blue.png").read_bytes()
     assert answer1 == char_reference.answer(f"{IMAGE_MARK}\ndescribe the image", images=[blue], max_new_tokens=24)
     partials = [p for p in page.evaluate("window.__partials") if p]
@@ -78,7 +82,7 @@ def test_page_chat_with_image_streams_the_answer(browser, slow_server: Server, c
     # turn 2: the page sends the whole conversation
     page.fill("#prompt", "and what shape?")
     page.click("#send")
-    answer2 = last_answer(page)
+    answer2 = last_answer(page, 2)
     history = [(f"{IMAGE_MARK}\ndescribe the image", answer1)]
     assert answer2 == char_reference.answer("and what shape?", history, images=[blue], max_new_tokens=24)
 
@@ -87,7 +91,7 @@ def test_page_chat_with_image_streams_the_answer(browser, slow_server: Server, c
     assert page.locator(".msg").count() == 0
     page.fill("#prompt", "and what shape?")
     page.press("#prompt", "Enter")
-    assert last_answer(page) == char_reference.answer("and what shape?", max_new_tokens=24)
+    assert last_answer(page, 1) == char_reference.answer("and what shape?", max_new_tokens=24)
 
     # no external assets: every request went to the server itself (images are data: URLs)
     assert {h for h in hosts if h not in ("data", "blob")} == {urlparse(slow_server.url).netloc}
@@ -97,7 +101,7 @@ def test_page_chat_with_image_streams_the_answer(browser, slow_server: Server, c
 def test_page_shows_server_errors(browser, slow_server: Server, image_root: Path):
     page = browser.new_page()
     page.goto(slow_server.url + "/")
-    page.wait_for_function("document.getElementById('model').textContent === 'char_chat-tiny'", timeout=30_000)
+    expect(page.locator("#model")).to_have_text("char_chat-tiny", timeout=30_000)
     page.fill("#max-tokens", "100000")  # over the server's --max-tokens
     page.fill("#prompt", "hello")
     page.click("#send")
@@ -107,5 +111,5 @@ def test_page_shows_server_errors(browser, slow_server: Server, image_root: Path
     page.fill("#max-tokens", "4")
     page.fill("#prompt", "hello")
     page.click("#send")
-    assert last_answer(page) is not None and page.locator(".msg.assistant").count() == 1
+    assert last_answer(page, 1) is not None and page.locator(".msg.assistant").count() == 1
     page.close()
