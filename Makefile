@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_ACCELERATOR := cpu
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install browser demo test test-fast bench lint clean
+.PHONY: install browser demo test test-fast mutants bench lint clean
 
 install: $(STAMP)
 
@@ -34,6 +34,7 @@ demo: $(STAMP)
 	rm -rf output/quickstart
 	$(VENV)/bin/mmrun --config examples/quickstart.yaml
 	$(VENV)/bin/mmrun report output/quickstart
+	$(PY) examples/check_quickstart.py output/quickstart
 
 # Debian's chromium for the web-page test (never `playwright install`: it downloads browsers).
 browser:
@@ -48,11 +49,15 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+# Does each listed wrong change fail a test? (mutation/mutants.yaml, docs/testing.md; ~4 min, not in `make test`)
+mutants: $(STAMP)
+	$(PY) mutation/run.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check core plugins tests benchmarks
+	$(VENV)/bin/ruff check core plugins tests benchmarks mutation examples
 
 clean:
 	rm -rf $(VENV) output

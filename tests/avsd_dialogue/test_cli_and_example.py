@@ -33,6 +33,9 @@ def test_example_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "cache" / "avsd_tiny" / "annotations" / "train.json").is_file()  # generated sample data
+    weights = json.loads((out / "weights.json").read_text())  # where each module's tensors came from
+    assert weights["files"] == [] and {r["module"] for r in weights["modules"]} == {"gpt", "video_ff", "video_ff_out"}
+    assert "weights:" in (out / "log.txt").read_text()
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in events if e["type"] == "train"]
     assert len(losses) >= 5 and losses[-1] < 0.6 * losses[0], losses

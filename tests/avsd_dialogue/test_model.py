@@ -145,18 +145,77 @@ def test_base_type_loads_gpt2_from_a_directory(tmp_path: Path) -> None:
     assert model.video_ff.in_features == 2176 and model.video_ff_out.out_features == 2176
     original = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2")
     assert torch.equal(model.gpt.transformer.h[0].attn.c_attn.weight, original.transformer.h[0].attn.c_attn.weight)
+    sources = model.weight_sources.sources
+    assert {sources[k] for k in sources if k.startswith("gpt.")} == {str(tmp_path / "gpt2")}
+    assert sources["video_ff.weight"].startswith("fresh: ") and sources["video_ff_out.bias"].startswith("fresh: ")
 
 
-def test_loads_lavis_checkpoint_keys(tmp_path: Path, tiny_model: GPTDialogue) -> None:
+def test_base_type_stops_when_the_gpt2_directory_lacks_weights(tmp_path: Path) -> None:
+    """transformers would initialise the missing block randomly; the build stops instead."""
+    from safetensors.torch import load_file, save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from mm_avsd_dialogue.tokenizer import load_tokenizer
+    from mm_core.config.loader import load_model_defaults
+    from mm_core.errors import CheckpointError
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=505, n_embd=32, n_layer=2, n_head=2, n_positions=128)).save_pretrained(tmp_path / "gpt2")
+    weights = tmp_path / "gpt2" / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if ".h.1.mlp." not in k}, str(weights), metadata={"format": "pt"})
+    load_tokenizer("tiny").save_pretrained(tmp_path / "tok")
+    cfg = OmegaConf.merge(load_model_defaults("gpt_dialogue", "base").model,
+                          {"pretrained": str(tmp_path / "gpt2"), "tokenizer": str(tmp_path / "tok"), "len_tokenizer": 520})
+    with pytest.raises(CheckpointError) as err:
+        GPTDialogue.from_config(cfg)
+    assert "gpt: 4 tensors" in str(err.value) and str(tmp_path / "gpt2") in str(err.value)
+    assert "model.pretrained" in str(err.value)
+    model = GPTDialogue.from_config(OmegaConf.merge(cfg, {"allow_random_init": ["gpt.transformer.h.1.mlp"]}))
+    assert model.weight_sources.sources["gpt.transformer.h.1.mlp.c_fc.weight"] == "fresh: model.allow_random_init"
+
+
+def lavis_gpt_dialogue_state(n_embd: int, n_layer: int, vocab: int, positions: int, video: int,
+                             seed: int = 5) -> dict[str, torch.Tensor]:
+    """A state dict with the key names of LAVIS' ``GPTDialogue`` (lavis/models/gpt_models/
+    gpt_dialogue.py: a ``GPT2LMHeadModel`` subclass, so GPT-2's ``transformer.*`` and ``lm_head``,
+    plus its own ``video_ff`` / ``video_ff_out`` Linear layers), written down here; random values."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.05
+
+    wte = r(vocab, n_embd)
+    state = {"transformer.wte.weight": wte, "transformer.wpe.weight": r(positions, n_embd),
+             "transformer.ln_f.weight": r(n_embd), "transformer.ln_f.bias": r(n_embd),
+             "lm_head.weight": wte,  # tied to wte in GPT-2: the same values under both names
+             "video_ff.weight": r(n_embd, video), "video_ff.bias": r(n_embd),
+             "video_ff_out.weight": r(video, n_embd), "video_ff_out.bias": r(video)}
+    for i in range(n_layer):  # GPT-2's Conv1D layers store (in, out)
+        for name, shape in {"ln_1.weight": (n_embd,), "ln_1.bias": (n_embd,),
+                            "attn.c_attn.weight": (n_embd, 3 * n_embd), "attn.c_attn.bias": (3 * n_embd,),
+                            "attn.c_proj.weight": (n_embd, n_embd), "attn.c_proj.bias": (n_embd,),
+                            "ln_2.weight": (n_embd,), "ln_2.bias": (n_embd,),
+                            "mlp.c_fc.weight": (n_embd, 4 * n_embd), "mlp.c_fc.bias": (4 * n_embd,),
+                            "mlp.c_proj.weight": (4 * n_embd, n_embd), "mlp.c_proj.bias": (n_embd,)}.items():
+            state[f"transformer.h.{i}.{name}"] = r(*shape)
+    return state
+
+
+def test_loads_lavis_checkpoint_keys(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     from mm_core.api import load_model
 
-    lavis_state = {k.removeprefix("gpt."): v.clone() for k, v in tiny_model.state_dict().items()}
-    assert "transformer.wte.weight" in lavis_state and "video_ff.weight" in lavis_state
-    save_file({k: v.contiguous() for k, v in lavis_state.items() if k != "lm_head.weight"}, tmp_path / "lavis.safetensors")
+    # the tiny type's sizes (configs/models/gpt_dialogue/tiny.yaml)
+    lavis_state = lavis_gpt_dialogue_state(n_embd=64, n_layer=2, vocab=512, positions=256, video=4224)
+    save_file({k: v.contiguous().clone() for k, v in lavis_state.items()}, tmp_path / "lavis.safetensors")
     torch.manual_seed(123)
     fresh = load_model("gpt_dialogue", "tiny")
-    fresh.load_checkpoint(tmp_path / "lavis.safetensors", strict=True)
-    for key, value in tiny_model.state_dict().items():
-        assert torch.equal(fresh.state_dict()[key], value), key
+    report = fresh.load_checkpoint(tmp_path / "lavis.safetensors", strict=True)
+    assert report.unexpected == [] and report.missing == []
+    own = fresh.state_dict()
+    for key, value in lavis_state.items():  # GPT-2 is mm's `gpt` sub-module; the video layers keep their names
+        name = f"gpt.{key}" if key.startswith(("transformer.", "lm_head.")) else key
+        assert torch.equal(own[name], value), key
+    expected_names = {f"gpt.{k}" if k.startswith(("transformer.", "lm_head.")) else k for k in lavis_state}
+    assert {k for k in own if not k.endswith((".attn.bias", ".attn.masked_bias"))} == expected_names

@@ -148,3 +148,130 @@ def test_dry_run_resolves_everything_and_builds_nothing(run_yaml, tmp_path):
     assert "model: toy_regressor / wide" in result.stdout
     assert "toy/train.json [MISSING]" in result.stdout
     assert "dry run: nothing was built" in result.stdout
+
+
+# -- bad input: files that are not configs, impossible counts, LAVIS keys mm does not run -------
+NOT_A_MAPPING = {"empty.yaml": ("", "found nothing (the file is empty)"),
+                 "comments.yaml": ("# nothing here\n", "found nothing (the file is empty)"),
+                 "list.yaml": ("- model\n- run\n", "found a list"),
+                 "scalar.yaml": ("hello\n", "found a str")}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_A_MAPPING))
+def test_a_config_file_that_is_not_a_mapping_is_an_error_naming_it(tmp_path, name):
+    text, found = NOT_A_MAPPING[name]
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "must be a mapping at the top level" in str(err.value)
+    assert found in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["config", "dry-run", "run"])
+def test_empty_and_list_configs_exit_2_in_every_command(tmp_path, command):
+    for name in ("empty.yaml", "list.yaml"):
+        path = tmp_path / name
+        path.write_text(NOT_A_MAPPING[name][0])
+        args = {"config": ["config", "--config", str(path)], "dry-run": ["--config", str(path), "--dry-run"],
+                "run": ["--config", str(path)]}[command]
+        result = run_mmrun(args, mm_env(toy=True, MM_CACHE_ROOT=str(tmp_path)))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert str(path) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_empty_model_section_is_an_error(toy_plugin, tmp_path):
+    path = tmp_path / "run.yaml"
+    for model in ("model:\n", "model: []\n", "model: resnet\n"):
+        path.write_text(model + "run:\n  task: base\n")
+        with pytest.raises(ConfigError, match="the model section is empty or not a mapping") as err:
+            load_config(path)
+        assert str(path) in str(err.value)
+
+
+def test_a_run_without_a_model_is_a_config_error(toy_plugin, tmp_path):
+    from mm_core.registry import get_registry
+
+    task = get_registry().resolve("tasks", "base").setup_task(None)
+    with pytest.raises(ConfigError, match=r"no model \(model.arch\)"):
+        task.build_model(OmegaConf.create({"run": {"task": "base"}}))
+
+
+IMPOSSIBLE = ["max_epoch=-1", "max_epoch=0", "batch_size_train=0", "batch_size_eval=-2", "max_iters=-5",
+              "iters_per_epoch=0", "iters_per_inner_epoch=0", "warmup_steps=-1", "num_workers=-1", "ckpt_iters=0",
+              "accum_grad_iters=0", "log_freq=0", "num_threads=0"]
+
+
+@pytest.mark.parametrize("option", IMPOSSIBLE)
+def test_impossible_counts_are_errors_naming_the_key(toy_plugin, run_yaml, option):
+    key = option.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"--options: run\.{key} must be >= [01], got"):
+        load_config(run_yaml, [f"run.{option}"])
+
+
+def test_max_epoch_0_is_fine_for_an_evaluation_only_run(toy_plugin, run_yaml):
+    assert load_config(run_yaml, ["run.max_epoch=0", "run.evaluate=true"]).config.run.max_epoch == 0
+
+
+# LAVIS / MiniGPT4-Qwen run keys: (values meaning what mm does, values asking for something else)
+LAVIS_KEYS = {
+    "optimizer": (["adamw", "AdamW"], ["sgd", "lamb"]),
+    "dist_url": (["env://"], ["tcp://10.0.0.1:23456", "file:///tmp/rendezvous"]),
+    "fsdp": ([False], [True]),
+    "cpu_offload": ([False], [True]),
+    "distributed": ([True, False], []),       # one process: either is what happens
+    "use_dist_eval_sampler": ([True, False], []),
+    "world_size": ([1, 4], []),               # the launcher's value wins, as in LAVIS (a warning when they differ)
+    "rank": ([0], []),
+    "gpu": ([0], []),
+    "min_num_params": ([1e8], [-1]),
+    "report_metric": ([True, False], []),
+    "train_dataset_ratios": ([{"toy_regression": 1.0}], []),
+}
+
+
+@pytest.mark.parametrize("key", sorted(LAVIS_KEYS))
+def test_each_lavis_run_key_is_accepted_when_it_means_what_mm_does_else_refused(toy_plugin, run_yaml, key):
+    from mm_core.engine.settings import RunSettings
+
+    accepted, refused = LAVIS_KEYS[key]
+    for value in accepted:
+        cfg = load_config(run_yaml, [f"run.{key}={value}"]).config
+        assert getattr(RunSettings.from_config(cfg), key) == value
+    for value in refused:
+        with pytest.raises(ConfigError) as err:
+            load_config(run_yaml, [f"run.{key}={value}"])
+        assert f"run.{key}" in str(err.value) and (err.value.hint or "must be >=" in str(err.value))
+
+
+@pytest.mark.parametrize("key", ["distributed", "use_dist_eval_sampler"])
+def test_single_process_keys_are_refused_under_a_multi_process_launch(toy_plugin, run_yaml, monkeypatch, key):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=rf"run\.{key}: False is not supported") as err:
+        load_config(run_yaml, [f"run.{key}=false"])
+    assert err.value.hint
+    assert load_config(run_yaml, [f"run.{key}=true"])
+
+
+def test_launcher_keys_that_differ_from_the_launch_are_warned_about(toy_plugin, run_yaml, monkeypatch, caplog):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with caplog.at_level("WARNING"):
+        load_config(run_yaml, ["run.world_size=3", "run.gpu=5"])
+    assert "run.world_size: 3 in the config, 1 from the launcher" in caplog.text
+    assert "run.gpu: 5 in the config, 0 from the launcher" in caplog.text
+
+
+def test_published_minigpt4qwen_run_blocks_still_load(toy_plugin, tmp_path):
+    """MiniGPT4-Qwen's published files set distributed/world_size/dist_url/fsdp: their run blocks pass."""
+    import yaml
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    files = sorted((root / "qwen_llm" / "published").glob("*.yaml")) + sorted((root / "deepspeed" / "configs").glob("*.yaml"))
+    assert len(files) >= 4
+    from mm_core.engine.settings import RunSettings
+
+    for file in files:
+        run = yaml.safe_load(file.read_text())["run"]
+        settings = RunSettings.from_config({"run": run})
+        assert settings.distributed is True and settings.dist_url == "env://", file

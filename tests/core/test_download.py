@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
-from mm_core.base.builder import BaseDatasetBuilder
 from mm_core.download import cache_root, ensure_file
 from mm_core.errors import DataError
 
@@ -37,11 +37,22 @@ def test_checksum_mismatch_is_an_error_and_leaves_nothing(tmp_path, remote):
     assert list(target.parent.iterdir()) == []  # no partial file, no bad file
 
 
-def test_present_file_is_used_as_it_is(tmp_path, remote):
+def test_present_file_is_used_as_it_is_when_its_md5_matches_or_none_is_given(tmp_path, remote):
     target = tmp_path / "train.json"
     target.write_text("[]")
-    ensure_file(remote, target, "0" * 32)
+    ensure_file(remote, target, hashlib.md5(b"[]").hexdigest())
+    ensure_file(remote, target)
     assert target.read_text() == "[]"
+
+
+def test_present_file_with_another_md5_is_an_error_naming_the_file_and_both_sums(tmp_path, remote):
+    target = tmp_path / "train.json"
+    target.write_text("[]")
+    with pytest.raises(DataError) as err:
+        ensure_file(remote, target, "0" * 32)
+    assert str(target) in str(err.value) and "0" * 32 in str(err.value)
+    assert hashlib.md5(b"[]").hexdigest() in str(err.value)
+    assert target.read_text() == "[]"  # the user's file is left alone
 
 
 def test_missing_local_file_without_url_names_the_path(tmp_path):
@@ -91,7 +102,12 @@ def test_missing_media_root_points_at_the_card(toy_plugin, tmp_path, toy_data):
 def test_builder_without_config_uses_its_registered_defaults(toy_plugin, toy_data):
     from mm_toy.data import ToyRegressionBuilder
 
-    assert isinstance(BaseDatasetBuilder, type)
     splits = ToyRegressionBuilder(cache_dir=toy_data).build_datasets()
     assert sorted(splits) == ["train", "val"] and len(splits["train"]) == 64
     assert ToyRegressionBuilder.default_config_path().name == "default.yaml"
+    # the defaults name toy/<split>.json under the cache dir: each split holds that file's records
+    for split in ("train", "val"):
+        records = json.loads((toy_data / "toy" / f"{split}.json").read_text())
+        built = [splits[split][i] for i in range(len(splits[split]))]
+        assert [s["y"].item() for s in built] == pytest.approx([r["y"] for r in records], rel=1e-6)
+        assert [v for s in built for v in s["x"].tolist()] == pytest.approx([v for r in records for v in r["x"]], rel=1e-6)

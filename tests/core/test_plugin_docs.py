@@ -30,10 +30,11 @@ def test_every_hook_has_a_reference_entry(name):
     assert f"### `{name}(" in DOC.read_text()
 
 
-def walkthrough_files() -> dict[str, str]:
-    """Code blocks of the walk-through whose first line is `# file: PATH`."""
+def walkthrough_files(heading: str = "## Walk-through: a model plugin") -> dict[str, str]:
+    """Code blocks of a walk-through (the section under ``heading``) whose first line is `# file: PATH`."""
     files = {}
-    for block in re.findall(r"```[a-z]*\n(.*?)```", DOC.read_text(), flags=re.S):
+    section = DOC.read_text().split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```[a-z]*\n(.*?)```", section, flags=re.S):
         first, _, rest = block.partition("\n")
         if first.startswith("# file: "):
             files[first[len("# file: "):].strip()] = rest

@@ -105,23 +105,41 @@ def test_download_checks_md5_and_leaves_no_bad_file(shapes_root, tmp_path):
     assert target.read_bytes() == source.read_bytes()
 
 
-def test_present_or_symlinked_annotations_are_used_as_they_are(shapes_root, tmp_path):
+def test_present_or_symlinked_annotations_are_used_as_they_are_when_their_md5_matches(shapes_root, tmp_path):
+    import hashlib
+
     target = tmp_path / "coco_karpathy_val.json"
     target.symlink_to(shapes_root / "annotations" / "karpathy_val.json")
-    # an unreachable URL and a wrong md5: neither is consulted for a file already in place
-    CocoCaptionBuilder(_download_config("http://127.0.0.1:9/none.json", "0" * 32, target), cache_dir=tmp_path).download()
+    good = hashlib.md5(target.read_bytes()).hexdigest()
+    # an unreachable URL: not consulted for a file already in place
+    CocoCaptionBuilder(_download_config("http://127.0.0.1:9/none.json", good, target), cache_dir=tmp_path).download()
+    assert target.is_symlink()
+    # a declared md5 that the local file does not have is an error naming the file and both sums
+    with pytest.raises(DataError) as err:
+        CocoCaptionBuilder(_download_config("http://127.0.0.1:9/none.json", "0" * 32, target), cache_dir=tmp_path).download()
+    assert all(part in str(err.value) for part in (str(target), "0" * 32, good))
     assert target.is_symlink()
 
 
 def test_download_command_fetches_default_annotations(tmp_path, capsys, monkeypatch):
     """``mmrun download-coco`` with the default config, the URLs served from local files."""
+    from mm_core.config.loader import load_dataset_defaults
     from mm_core.registry import get_registry
 
     (tmp_path / "coco" / "annotations").mkdir(parents=True)
-    for split in ("train", "val", "test"):  # pretend they were fetched before: used as they are
+    for split in ("train", "val", "test"):  # pretend they were fetched before
         (tmp_path / "coco" / "annotations" / f"coco_karpathy_{split}.json").write_text("[]")
     main = get_registry().resolve("commands", "download-coco")
-    assert main(["--cache-root", str(tmp_path)]) == 0
+    # coco_caption's defaults declare md5s: files in place with other contents are refused, by name
+    assert main(["--cache-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "checksum mismatch for " + str(tmp_path / "coco" / "annotations" / "coco_karpathy_train.json") in err
+    # coco_vqa's declare none: files in place are used as they are
+    annotations = load_dataset_defaults("coco_vqa").build_info.annotations
+    for info in annotations.values():
+        for storage in info.storage:
+            (tmp_path / storage).write_text("[]")
+    assert main(["--datasets", "coco_vqa", "--cache-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "cocodataset.org" in out and str(tmp_path / "coco" / "images") in out
 

@@ -32,11 +32,16 @@ RUNNERS = {
 }
 
 
+# Dropout makes every step draw from torch's RNG, and the train stream shuffles: a resume that
+# skipped restoring the RNG states (or the data position) would train on other masks or samples.
+RANDOM_MODEL = {"dropout": 0.3}
+
+
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path, in_process, runner):
     settings = RUNNERS[runner]
-    reference = make_config(fresh_dir(tmp_path / "ref"), **settings)
-    killed = make_config(fresh_dir(tmp_path / "killed"), **settings)
+    reference = make_config(fresh_dir(tmp_path / "ref"), model=RANDOM_MODEL, **settings)
+    killed = make_config(fresh_dir(tmp_path / "killed"), model=RANDOM_MODEL, **settings)
     proc = start_mm(killed, env=toy_env(MM_TOY_KILL_AFTER_CKPT="2"))  # starts while the reference runs
     assert in_process(reference) == 0
     result = finish(proc)
@@ -52,9 +57,13 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path, in_process, runner):
     assert checkpoint_dir(out).name == checkpoint_dir(tmp_path / "ref" / "out").name
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
-    # the resumed run continued the metrics file from the step after the checkpoint
-    steps = [e["step"] for e in read_events(out, "train")]
-    assert steps == list(range(1, final_step + 1))
+    # the resumed run continued the metrics file from the step after the checkpoint, with the
+    # reference's losses to the last bit (dropout masks and batches as in the uninterrupted run)
+    events = read_events(out, "train")
+    assert [e["step"] for e in events] == list(range(1, final_step + 1))
+    reference_losses = {e["step"]: e["loss"] for e in read_events(tmp_path / "ref" / "out", "train")}
+    assert {e["step"]: e["loss"] for e in events if e["step"] > stopped_at} == \
+        {s: v for s, v in reference_losses.items() if s > stopped_at}
 
 
 def test_sigkill_while_writing_a_checkpoint_leaves_no_usable_half(tmp_path, in_process):

@@ -167,3 +167,17 @@ def test_dynamic_padding_gives_the_loss_of_padding_to_max_txt_len(tiny_llm):
     assert tiny_llm.collate(encoded)["input_ids"].shape[1] < 100
     assert abs(dynamic.item() - to_max.item()) < 1e-5
     assert abs(dynamic.item() - alone.item()) < 1e-5
+
+
+def test_a_cut_that_leaves_no_answer_token_is_reported(tiny_llm, caplog, monkeypatch):
+    monkeypatch.setattr("mm_qwen_llm.conversation._answers_cut", 0)  # the first such sample of the process
+    conv = [{"from": "human", "value": "what colour is the square on the left?"}, {"from": "gpt", "value": "red"}]
+    full = tiny_llm.encode_conversation(conv, N)
+    first_answer = next(i for i, label in enumerate(full["labels"]) if label != -100)
+    with caplog.at_level("WARNING", logger="mm_qwen_llm.conversation"):
+        kept = tiny_llm.encode_conversation(conv, N, max_len=first_answer + 1)
+        assert not caplog.records  # one answer token left: something to learn
+        cut = tiny_llm.encode_conversation(conv, N, max_len=first_answer)
+    assert all(label == -100 for label in cut["labels"]) and any(label != -100 for label in kept["labels"])
+    assert len(caplog.records) == 1 and "leave no answer token to learn" in caplog.records[0].getMessage()
+    assert "raise max_txt_len" in caplog.records[0].getMessage()

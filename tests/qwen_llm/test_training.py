@@ -63,8 +63,8 @@ def test_resume_continues_the_run_exactly(trained_run, cache_root):
     original, resumed = train_losses(trained_run), train_losses(out)
     later = sorted(s for s in original if s > 8)
     assert sorted(s for s in resumed if s > 8) == later
-    for step in later:
-        assert resumed[step] == pytest.approx(original[step], abs=1e-4), step
+    for step in later:  # bit for bit: the RNG states, data position and optimizer come back exactly
+        assert resumed[step] == original[step], step
 
 
 def test_export_lora_writes_a_plain_model_with_the_adapters_merged(lora_run, cache_root):

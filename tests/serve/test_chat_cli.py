@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from serve_support import BIN, HERE, IMAGE_MARK, QWEN_CONFIG, CharReference, png_bytes, serve_env
 
 pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
@@ -99,5 +100,9 @@ def test_chat_session_keeps_history_for_a_model_that_returns_only_text(char_sess
     assert session.handle("/clear")
     assert session.history == [] and session.images == []
     assert session.handle("/image /no/such/picture.png") and "cannot open image" in out.getvalue()
+    bomb = serve_dir / "chat_bomb.png"
+    side = int((2 * Image.MAX_IMAGE_PIXELS) ** 0.5) + 16
+    Image.new("1", (side, side)).save(bomb)  # over twice Pillow's pixel limit: its bomb error, not an OSError
+    assert session.handle(f"/image {bomb}") and f"cannot open image {bomb}" in out.getvalue()
     assert session.images == []
     assert not session.handle("/quit")

@@ -49,15 +49,18 @@ def test_completion_with_image(char_server: Server, char_reference):
     assert other.choices[0].message.content != expected
 
 
-def test_checkpoint_is_what_is_served(char_server: Server, char_plugin):
+def test_checkpoint_is_what_is_served(char_server: Server, char_plugin, char_reference):
     from mm_serve_testmodel.model import CharImageProcessor
     from serve_support import CharReference, char_model
 
-    untrained = CharReference(char_model(0), CharImageProcessor(8))
+    query = f"{IMAGE_MARK}\nand what shape?"
     served = char_server.client().chat.completions.create(
         model="char_chat-tiny", messages=[image_message("and what shape?", BLUE)], max_tokens=24)
-    assert served.choices[0].message.content != untrained.answer(f"{IMAGE_MARK}\nand what shape?", images=[BLUE],
-                                                                 max_new_tokens=24)
+    # exactly the checkpoint's model's greedy answer, which an untrained model's is not
+    trained = char_reference.answer(query, images=[BLUE], max_new_tokens=24)
+    untrained = CharReference(char_model(0), CharImageProcessor(8)).answer(query, images=[BLUE], max_new_tokens=24)
+    assert trained != untrained
+    assert served.choices[0].message.content == trained
 
 
 def test_streamed_completion_with_image(char_server: Server, char_reference):

@@ -1,13 +1,6 @@
-"""mm-core: the plugin host of mm.
+"""mm-core: the plugin host of mm (its concepts, one module each: docs/architecture.md).
 
-Concepts, one module each: :mod:`~mm_core.hookspecs` (the contract with plugins),
-:mod:`~mm_core.plugins` (finding and loading plugins), :mod:`~mm_core.registry` (names ->
-targets), :mod:`~mm_core.config` (merging and validating configs), :mod:`~mm_core.base`
-(base classes), :mod:`~mm_core.engine` (runners, optimisation, checkpoints),
-:mod:`~mm_core.api` (the Python API) and :mod:`~mm_core.cli` (``mmrun``).
-
-Importing ``mm_core`` imports no torch; the API functions are loaded on first use.
-"""
+Importing ``mm_core`` imports no torch; the API functions are loaded on first use."""
 
 from __future__ import annotations
 

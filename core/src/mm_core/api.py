@@ -15,9 +15,8 @@ from mm_core.errors import ConfigError
 from mm_core.registry import get_registry
 
 
-def load_model(
-    name: str, model_type: str, is_eval: bool = False, device: str = "cpu", checkpoint: str | None = None
-) -> Any:
+def load_model(name: str, model_type: str, is_eval: bool = False, device: str = "cpu",
+               checkpoint: str | None = None) -> Any:
     """Build ``name`` with the default config of ``model_type``; optionally load a checkpoint."""
     model = _build_model(load_model_defaults(name, model_type).model, checkpoint)
     if is_eval:
@@ -48,9 +47,8 @@ def load_preprocess(preprocess: DictConfig | dict | None) -> tuple[dict[str, Any
     return vis, text
 
 
-def load_model_and_preprocess(
-    name: str, model_type: str, is_eval: bool = False, device: str = "cpu", checkpoint: str | None = None
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False, device: str = "cpu",
+                              checkpoint: str | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The model and its train/eval processors, from the model type's ``preprocess`` block."""
     defaults = load_model_defaults(name, model_type)
     model = _build_model(defaults.model, checkpoint)
@@ -62,9 +60,8 @@ def load_model_and_preprocess(
 
 @dataclass
 class InferenceModel:
-    """What :func:`load_model_for_inference` returns: the model in eval mode on its device, the
-    eval processors of the config's ``preprocess`` block (``None`` when it names none), the
-    merged config and the model's display name ``ARCH-MODEL_TYPE``."""
+    """What :func:`load_model_for_inference` returns: the model (eval mode), the ``preprocess`` block's
+    eval processors (``None`` when it names none), the merged config and the name ``ARCH-MODEL_TYPE``."""
 
     model: Any
     vis_processor: Any
@@ -77,11 +74,9 @@ def load_model_for_inference(
     config: str | Path | DictConfig | dict | LoadedConfig, options: list[str] | tuple[str, ...] = (),
     checkpoint: str | Path | None = None, device: str | None = "cpu",
 ) -> InferenceModel:
-    """Build the model of a run config as a run builds it (the registry's ``model.arch`` class,
-    ``from_config``), load ``checkpoint`` (anything :func:`~mm_core.engine.checkpoint.resolve_checkpoint`
-    reads, or an http(s) URL), move it to ``device`` (``None``: CUDA when available) in eval mode.
-
-    The one way ``mmrun serve``, ``mmrun chat`` and scripts load a trained model to use it."""
+    """The model of a run config, built as a run builds it, with ``checkpoint`` (what
+    :func:`~mm_core.engine.checkpoint.resolve_checkpoint` reads, or a URL) loaded, in eval mode on
+    ``device`` (``None``: CUDA when available); what ``mmrun serve`` / ``chat`` use."""
     loaded = config if isinstance(config, LoadedConfig) else load_config(config, options)
     cfg = loaded.config
     if cfg.get("model") is None or cfg.model.get("arch") is None:
@@ -108,8 +103,7 @@ def _checkpoint_source(checkpoint: str | Path) -> str | Path:
 
 def load_dataset(name: str, cfg_path: str | Path | None = None, vis_path: str | Path | None = None,
                  cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """All splits of dataset ``name`` built from its default config (or ``cfg_path``);
-    ``vis_path`` overrides where its images/videos/features are."""
+    """All splits of dataset ``name`` from its default config (or ``cfg_path``); ``vis_path``: its media."""
     if cfg_path is not None:
         cfg = OmegaConf.select(read_yaml(cfg_path), f"datasets.{name}")
         if cfg is None:

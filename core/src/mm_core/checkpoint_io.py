@@ -11,12 +11,9 @@ from mm_core.errors import CheckpointError
 
 
 def read_state_dict(path_or_url: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Tensors of a checkpoint and the path they came from.
-
-    Accepts a ``.safetensors`` file, a ``torch.save`` file (loaded with ``weights_only=True``;
-    a ``{"model": ...}`` wrapper as LAVIS writes is unwrapped), an mm checkpoint directory
-    (its ``model.safetensors``) or an http(s) URL (downloaded into the cache root first).
-    """
+    """Tensors of a checkpoint and the path they came from. Accepts a ``.safetensors`` file, a ``torch.save`` file
+    (loaded with ``weights_only=True``; a ``{"model": ...}`` wrapper as LAVIS writes is unwrapped), an mm
+    checkpoint directory (its ``model.safetensors``) or an http(s) URL (downloaded into the cache root first)."""
     text = str(path_or_url)
     if text.startswith(("http://", "https://")):
         from mm_core.download import download_to_cache
@@ -36,10 +33,8 @@ def read_state_dict(path_or_url: str | Path) -> tuple[dict[str, torch.Tensor], s
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}",
-            hint="only tensors and plain containers are loaded (weights_only=True)",
-        ) from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}",
+                              hint="only tensors and plain containers are loaded (weights_only=True)") from exc
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict):

@@ -40,6 +40,8 @@ def ensure_file(url: str | None, storage: Path, md5: str | None = None) -> Path:
     otherwise ``url`` is downloaded to a temporary file beside it, its md5 checked, and the file
     moved into place atomically. A checksum mismatch raises and leaves nothing behind."""
     if storage.exists():
+        if md5:
+            _verify_present(storage, md5)
         return storage
     if not url:
         raise DataError(f"missing file {storage} and no URL to download it from",
@@ -61,6 +63,20 @@ def ensure_file(url: str | None, storage: Path, md5: str | None = None) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return storage
+
+
+_VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, size, mtime, md5) checked in this process
+
+
+def _verify_present(path: Path, md5: str) -> None:
+    """A file already in place must match its declared md5 (LAVIS declares it, never checks)."""
+    key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, md5.lower())
+    if key in _VERIFIED or (actual := file_md5(path)) == md5.lower():
+        _VERIFIED.add(key)
+        return
+    raise DataError(f"checksum mismatch for {path}: its md5 is {actual}, the config declares {md5}",
+                    hint="replace the file with the right version (delete it to download it again), "
+                    "or correct the md5 in build_info")
 
 
 def download_to_cache(url: str, md5: str | None = None) -> Path:

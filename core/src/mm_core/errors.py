@@ -1,8 +1,5 @@
-"""Errors a user can act on.
-
-Every error raised for bad input derives from :class:`MMError`; the CLI prints its message
-(and hint) and exits with code 2 instead of showing a traceback.
-"""
+"""Errors a user can act on: every error raised for bad input derives from :class:`MMError`; the
+CLI prints its message (and hint) and exits with code 2 instead of showing a traceback."""
 
 from __future__ import annotations
 
@@ -58,6 +55,4 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """A ``" (did you mean 'x'?)"`` suffix, or an empty string."""
     matches = close_matches(word, candidates)
-    if not matches:
-        return ""
-    return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"
+    return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)" if matches else ""

@@ -1,13 +1,6 @@
-"""Sample data that a plugin generates into the cache root the first time a config asks for it.
-
-The folder holds a ``manifest.json`` whose ``"spec"`` says what was generated (written last, so
-its presence means the data is complete). :func:`ensure_generated` reuses a folder made from the
-same spec, and otherwise writes into a temporary sibling and moves it into place, so several
-processes (DDP ranks) asking at once never read a half-written folder.
-
-:func:`render_shapes` is the one drawing of the plugins' synthetic "shapes" images (filled
-circles, squares and triangles of the :data:`SHAPE_COLOURS`), so every generated set looks alike.
-"""
+"""Sample data that plugins generate into the cache root on first use, complete or absent even
+with several processes asking (docs/engine.md, "Generated data"); :func:`render_shapes` draws
+the synthetic "shapes" images."""
 
 from __future__ import annotations
 
@@ -82,8 +75,7 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, fill: RGB) -> No
 
 
 def render_shapes(size: int, background: RGB, shapes: Sequence[tuple[str, Box, str]]) -> Image.Image:
-    """A ``size`` x ``size`` RGB image of ``background`` with each ``(shape, box, colour name)``
-    drawn in order."""
+    """A ``size`` x ``size`` RGB image of ``background`` with each ``(shape, box, colour name)`` drawn in order."""
     # Pillow comes with the plugins that generate images; mm-core does not need it otherwise.
     from PIL import Image, ImageDraw
 

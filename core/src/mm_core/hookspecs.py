@@ -2,8 +2,7 @@
 
 Registration hooks (``register_*``) return name -> lazy target ``"package.module:Attr"`` (or a
 :class:`~mm_core.registry.Registration` dict), so listing names imports nothing heavy. Lifecycle
-hooks are called by the engine during a run with a :class:`~mm_core.run_view.RunView` of it.
-"""
+hooks are called by the engine during a run with a :class:`~mm_core.run_view.RunView` of it."""
 
 from __future__ import annotations
 
@@ -33,12 +32,8 @@ Targets = dict[str, Any]
 
 @hookspec
 def register_models() -> Targets:
-    """Model architectures, ``arch`` name -> target of a :class:`~mm_core.base.model.BaseModel`.
-
-    Default configs are found by convention in the target's top-level package as
-    ``configs/models/<arch>/<model_type>.yaml`` (each with ``model:`` and optionally
-    ``preprocess:`` blocks); ``configs/models/<arch>/card.md`` is the model card. A dict value
-    may override this with ``model_types`` / ``default_model_type``. Example::
+    """Model architectures, ``arch`` -> a :class:`~mm_core.base.model.BaseModel`; configs in
+    ``configs/models/<arch>/<model_type>.yaml`` (docs/plugins.md, "Default configs"). Example::
 
         @hookimpl
         def register_models():
@@ -48,7 +43,8 @@ def register_models() -> Targets:
 
 @hookspec
 def register_processors() -> Targets:
-    """Processors, name -> target of a :class:`~mm_core.base.processor.BaseProcessor`. Example::
+    """Processors (``*_processor`` blocks), name -> a
+    :class:`~mm_core.base.processor.BaseProcessor`. Example::
 
         @hookimpl
         def register_processors():
@@ -58,12 +54,8 @@ def register_processors() -> Targets:
 
 @hookspec
 def register_datasets() -> Targets:
-    """Dataset builders, name -> target of a :class:`~mm_core.base.builder.BaseDatasetBuilder`.
-
-    Default configs by convention: ``configs/datasets/<name>/<type>.yaml`` in the target's
-    top-level package (type ``default`` unless the config names ``type``), and
-    ``configs/datasets/<name>/card.md``. Dict values may add ``data_type``
-    (images/videos/features) and ``description``. Example::
+    """Dataset builders, name -> a :class:`~mm_core.base.builder.BaseDatasetBuilder`; configs in
+    ``configs/datasets/<name>/<type>.yaml`` (docs/plugins.md, "Default configs"). Example::
 
         @hookimpl
         def register_datasets():
@@ -73,11 +65,8 @@ def register_datasets() -> Targets:
 
 @hookspec
 def register_tasks() -> Targets:
-    """Tasks, name -> target of a :class:`~mm_core.base.task.BaseTask`.
-
-    A dict value may declare ``run_keys``: the extra ``run.*`` keys the task reads, as
-    ``{key: type}`` with type one of ``int float str bool list dict any`` (``|null`` for
-    optional), so config validation accepts them. Example::
+    """Tasks, name -> a :class:`~mm_core.base.task.BaseTask`; ``run_keys`` declares the extra
+    ``run.*`` keys it reads, with types (docs/run_keys.md). Example::
 
         @hookimpl
         def register_tasks():
@@ -99,7 +88,7 @@ def register_runners() -> Targets:
 
 @hookspec
 def register_lr_schedulers() -> Targets:
-    """Learning-rate schedulers (``run.lr_sched``), name -> target of a
+    """Learning-rate schedulers (``run.lr_sched``), name -> a
     :class:`~mm_core.engine.schedulers.LRScheduler`. Example::
 
         @hookimpl
@@ -110,8 +99,8 @@ def register_lr_schedulers() -> Targets:
 
 @hookspec
 def register_llms() -> Targets:
-    """Language-model backends that other models compose (BLIP-2 -> LLM, by ``model.llm.name``),
-    name -> target of a :class:`~mm_core.base.llm.BaseLLM`. Example::
+    """LLM backends that other models compose by ``model.llm.name``, name -> a
+    :class:`~mm_core.base.llm.BaseLLM` (docs/llm_backend.md). Example::
 
         @hookimpl
         def register_llms():
@@ -121,12 +110,8 @@ def register_llms() -> Targets:
 
 @hookspec
 def register_metrics() -> Targets:
-    """Metrics that tasks and reports reach by name, name -> target of a scoring function.
-
-    A metric is a function ``score(predictions: dict[str, str], references: dict[str, list[str]],
-    **options) -> MetricScores`` over samples keyed by id (:class:`mm_core.base.metric.MetricScores`:
-    corpus and, where the metric has them, per-sample values); a task reaches it with
-    ``get_registry().resolve("metrics", name)``. Example::
+    """Metrics, name -> a function ``score(predictions, references, **options) -> MetricScores``
+    over samples keyed by id (:mod:`mm_core.base.metric`; docs/plugins.md, "Metrics"). Example::
 
         @hookimpl
         def register_metrics():
@@ -136,10 +121,8 @@ def register_metrics() -> Targets:
 
 @hookspec
 def register_commands() -> Targets:
-    """``mmrun`` sub-commands, name -> target of a function ``main(argv: list[str]) -> int``.
-
-    A dict value may add ``help``, the line ``mmrun --help`` shows. mm's own commands are
-    registered the same way (:mod:`mm_core.builtin`). Example::
+    """``mmrun`` sub-commands, name -> a function ``main(argv: list[str]) -> int``; ``help`` is
+    the line ``mmrun --help`` shows. Example::
 
         @hookimpl
         def register_commands():
@@ -149,8 +132,8 @@ def register_commands() -> Targets:
 
 @hookspec
 def register_run_keys() -> dict[str, str]:
-    """``run.*`` keys a plugin reads besides those of its tasks and runners (e.g. the switch of a
-    lifecycle plugin), key -> type spec as in :func:`register_tasks`. Example::
+    """``run.*`` keys a plugin reads besides its tasks' and runners' (e.g. a lifecycle plugin's
+    switch), key -> type as in :func:`register_tasks`. Example::
 
         @hookimpl
         def register_run_keys():
@@ -163,11 +146,8 @@ def register_run_keys() -> dict[str, str]:
 
 @hookspec
 def config_loaded(config: Any) -> None:
-    """Called once the config is merged and validated, before anything is built (runs,
-    ``--dry-run`` and ``mmrun config`` alike).
-
-    ``config`` is the merged OmegaConf ``DictConfig``; a plugin may check it (raise
-    :class:`~mm_core.errors.ConfigError` to stop with exit code 2) or fill in values. Example::
+    """Called with the merged, validated ``DictConfig`` before anything is built (runs,
+    ``--dry-run``, ``mmrun config``); raise :class:`~mm_core.errors.ConfigError` to stop. Example::
 
         @hookimpl
         def config_loaded(config):
@@ -178,11 +158,8 @@ def config_loaded(config: Any) -> None:
 
 @hookspec
 def after_train_step(run: RunView, step: int, metrics: dict[str, float]) -> None:
-    """Called on every rank after each optimizer step.
-
-    ``step`` counts optimizer steps from 1; ``metrics`` holds ``loss``, every loss term the
-    model returned, ``lr`` and ``epoch``. ``run.request_stop()`` ends training after this step
-    (all ranks together, with a checkpoint). Example::
+    """Called on every rank after each optimizer step (counted from 1); ``metrics`` holds
+    ``loss``, the model's loss terms, ``lr`` and ``epoch``. Example::
 
         @hookimpl
         def after_train_step(run, step, metrics):
@@ -193,11 +170,8 @@ def after_train_step(run: RunView, step: int, metrics: dict[str, float]) -> None
 
 @hookspec
 def after_evaluation(run: RunView, split: str, epoch: int, metrics: dict[str, float]) -> None:
-    """Called on rank 0 after a split is evaluated, with the metrics the task computed.
-
-    ``split`` is the split's label (``val``, or ``<dataset>/val`` with several datasets);
-    ``epoch`` is the epoch just finished, ``-1`` for the evaluations before training, of the
-    best checkpoint and of ``run.evaluate`` runs. Example::
+    """Called on rank 0 after a split (``val`` or ``<dataset>/val``) is evaluated; ``epoch`` is
+    ``-1`` outside the training epochs. Example::
 
         @hookimpl
         def after_evaluation(run, split, epoch, metrics):
@@ -208,8 +182,8 @@ def after_evaluation(run: RunView, split: str, epoch: int, metrics: dict[str, fl
 
 @hookspec
 def checkpoint_saved(run: RunView, path: str, tag: str) -> None:
-    """Called on rank 0 after a checkpoint directory is complete; ``tag`` names it
-    (``step_0000120``) and ``path`` is the directory. Example::
+    """Called on rank 0 once the checkpoint directory ``path`` is complete; ``tag`` names it
+    (``step_0000120``). Example::
 
         @hookimpl
         def checkpoint_saved(run, path, tag):
@@ -219,9 +193,8 @@ def checkpoint_saved(run: RunView, path: str, tag: str) -> None:
 
 @hookspec
 def run_finished(run: RunView, status: str) -> None:
-    """Called on every rank once when a run ends; ``status`` is ``"completed"``,
-    ``"interrupted"`` (a signal stopped it after saving) or ``"failed"`` (an exception is on its
-    way). Example::
+    """Called on every rank once when a run ends; ``status`` is ``completed``, ``interrupted`` or
+    ``failed``. Example::
 
         @hookimpl
         def run_finished(run, status):

@@ -1,11 +1,5 @@
-"""The plugin host: finds plugins through entry points and registers them with pluggy.
-
-Plugins come from the ``mm.plugins`` entry-point group, from ``MM_PLUGIN_MODULES`` and from code
-(:func:`register_plugin`); mm's own names are a plugin too (:mod:`mm_core.builtin`), registered
-first. ``MM_DISABLE_PLUGIN_AUTOLOAD`` and ``MM_PLUGINS`` limit loading (docs/plugins.md, "Names,
-conflicts and loading"). A plugin that fails to import, targets another hook-API major version,
-or implements a hook no spec defines is recorded as failed; the others keep working.
-"""
+"""The plugin host: entry points (``mm.plugins``), ``MM_PLUGIN_MODULES`` and in-code plugins,
+registered with pluggy; failures are recorded, not raised (docs/plugins.md)."""
 
 from __future__ import annotations
 
@@ -45,9 +39,7 @@ class PluginInfo:
     @property
     def label(self) -> str:
         """``dist version`` when known, else the plugin name."""
-        if self.dist:
-            return f"{self.dist} {self.version or ''}".strip()
-        return self.name
+        return f"{self.dist} {self.version or ''}".strip() if self.dist else self.name
 
 
 class PluginHost:
@@ -101,11 +93,8 @@ class PluginHost:
     # -- registration ------------------------------------------------------------------
     def register(self, plugin: Any, name: str | None = None, dist: str | None = None, version: str | None = None,
                  status: str = "ok") -> PluginInfo:
-        """Register ``plugin`` (a module or object with hook implementations).
-
-        Returns its :class:`PluginInfo`; a plugin that is incompatible or has a misspelled hook
-        is recorded as failed and left unregistered rather than raising.
-        """
+        """Register ``plugin`` (a module or object with hook implementations); one that is incompatible
+        or has a misspelled hook is recorded as failed in its :class:`PluginInfo`, not raised."""
         name = name or self.pm.get_canonical_name(plugin)
         module = getattr(plugin, "__name__", type(plugin).__name__)
         info = PluginInfo(name, module, dist, version, status)
@@ -172,7 +161,6 @@ def _explain_validation_error(exc: pluggy.PluginValidationError) -> str:
 
 
 # -- the process-wide host ---------------------------------------------------------------
-
 _host: PluginHost | None = None
 
 
@@ -206,11 +194,8 @@ def unregister_plugin(name: str) -> None:
 
 @contextmanager
 def plugin_registered(plugin: Any, name: str | None = None) -> Iterator[PluginInfo]:
-    """Register ``plugin`` for the duration of a ``with`` block.
-
-    A plugin that is already registered (e.g. installed, so loaded from its entry point) is used
-    as it is, under its own name, and stays registered after the block.
-    """
+    """Register ``plugin`` for the duration of a ``with`` block; one already registered (e.g. from its
+    entry point) is used as it is, under its own name, and stays registered after the block."""
     host = get_plugin_host()
     existing = host.pm.get_name(plugin)
     if existing is not None:

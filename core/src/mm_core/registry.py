@@ -1,8 +1,7 @@
 """The registry: kind -> name -> where it comes from, built from the registration hooks.
 
 Names are known without importing anything heavy; :meth:`Registry.resolve` imports a target
-only when a config asks for it, and checks that it is a subclass of the kind's base class.
-"""
+only when a config asks for it, and checks that it is a subclass of the kind's base class."""
 
 from __future__ import annotations
 
@@ -47,11 +46,8 @@ SINGULAR = {"models": "model", "processors": "processor", "datasets": "dataset b
 
 @dataclass(frozen=True)
 class Registration:
-    """What a plugin may say about a name: the dict form of a registration value (each key is
-    described in docs/plugins.md, "Names, conflicts and loading"). ``target`` is required except
-    for a ``renamed_to`` entry, a deprecated name pointing at its successor; ``needs`` is kind ->
-    name -> distribution of the other plugins' names it composes ("install <distribution>" errors).
-    """
+    """The dict form of a registration value; each key is described in docs/plugins.md ("Names,
+    conflicts and loading"). ``target`` is required except for a ``renamed_to`` entry."""
 
     target: str = ""
     description: str = ""
@@ -61,6 +57,7 @@ class Registration:
     data_type: str | None = None
     card: str | None = None
     run_keys: Mapping[str, str] = field(default_factory=dict)
+    config_keys: Mapping[str, str] | None = None
     help: str | None = None
     needs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     renamed_to: str | None = None
@@ -205,11 +202,9 @@ class Registry:
         except Exception as exc:
             if isinstance(exc, RegistryError):
                 raise
-            raise PluginError(
-                f"{SINGULAR[kind]} '{name}' from plugin '{entry.plugin.label}' could not be "
-                f"imported from '{entry.target}': {type(exc).__name__}: {exc}",
-                hint="check that the plugin's dependencies are installed",
-            ) from exc
+            raise PluginError(f"{SINGULAR[kind]} '{name}' from plugin '{entry.plugin.label}' could not be "
+                              f"imported from '{entry.target}': {type(exc).__name__}: {exc}",
+                              hint="check that the plugin's dependencies are installed") from exc
         _check_base(kind, name, entry, obj)
         return obj
 
@@ -217,10 +212,7 @@ class Registry:
     def model_types(self, arch: str) -> dict[str, Traversable]:
         """``model_type`` -> default YAML for a model architecture."""
         entry = self.get("models", arch)
-        explicit = entry.registration.model_types
-        if explicit:
-            return {t: resource(p) for t, p in explicit.items()}
-        return _yaml_files(resources.files(entry.package) / "configs" / "models" / entry.name)
+        return _default_configs(entry, entry.registration.model_types)
 
     def default_model_type(self, arch: str) -> str | None:
         entry = self.get("models", arch)
@@ -232,20 +224,15 @@ class Registry:
     def dataset_types(self, name: str) -> dict[str, Traversable]:
         """Builder type -> default YAML for a dataset builder (``default`` is the usual one)."""
         entry = self.get("datasets", name)
-        explicit = entry.registration.configs
-        if explicit:
-            return {t: resource(p) for t, p in explicit.items()}
-        return _yaml_files(resources.files(entry.package) / "configs" / "datasets" / entry.name)
+        return _default_configs(entry, entry.registration.configs)
 
     def card(self, kind: str, name: str) -> str | None:
-        """The model or dataset card (markdown) shipped with the plugin, if any."""
+        """The card (markdown) of a name of any kind: the registration's ``card``, else
+        ``configs/<kind>/<name>/card.md`` in the target's top-level package, if there is one."""
         entry = self.get(kind, name)
         if entry.registration.card:
             return resource(entry.registration.card).read_text(encoding="utf-8")
-        folder = {"models": "models", "datasets": "datasets"}.get(kind)
-        if folder is None:
-            return None
-        path = resources.files(entry.package) / "configs" / folder / entry.name / "card.md"
+        path = resources.files(entry.package) / "configs" / kind / entry.name / "card.md"
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def run_keys(self, kind: str, name: str) -> dict[str, str]:
@@ -260,8 +247,7 @@ class Registry:
             raise UnknownNameError(f"unknown kind '{kind}'", hint=hint)
 
     def wanted_by(self, kind: str, name: str) -> list[tuple[Entry, str]]:
-        """Installed entries that declare they need ``name`` of ``kind``, with the distribution
-        they say provides it."""
+        """Installed entries that need ``name`` of ``kind``, with the distribution they say provides it."""
         return [(entry, entry.registration.needs[kind][name]) for entries in self._entries.values()
                 for entry in entries.values() if name in entry.registration.needs.get(kind, {})]
 
@@ -274,14 +260,10 @@ class Registry:
         if matches:
             parts.append("did you mean " + " or ".join(repr(m) for m in matches) + "?")
         if failed:
-            parts.append(
-                "these plugins failed to load and may provide it: "
-                + "; ".join(f"'{p.label}': {p.error}" for p in failed)
-            )
-        hint = (
-            f"installed {kind}: {', '.join(self.names(kind)) or '(none)'}"
-            f" — provided by {', '.join(providers) or 'no plugin'}; `mmrun list {kind}` shows them"
-        )
+            parts.append("these plugins failed to load and may provide it: "
+                         + "; ".join(f"'{p.label}': {p.error}" for p in failed))
+        hint = (f"installed {kind}: {', '.join(self.names(kind)) or '(none)'}"
+                f" — provided by {', '.join(providers) or 'no plugin'}; `mmrun list {kind}` shows them")
         for entry, distribution in self.wanted_by(kind, name)[:1]:
             hint = (f"{what} '{name}' is provided by {distribution} ({SINGULAR[entry.kind]} '{entry.name}' of "
                     f"'{entry.plugin.label}' needs it): pip install {distribution}; {hint}")
@@ -306,11 +288,14 @@ def make_registration(kind: str, name: str, value: Any, info: PluginInfo) -> Reg
     return Registration(**{k: str(v) if k in ("target", "description") else v for k, v in value.items()})
 
 
-def _yaml_files(folder: Traversable) -> dict[str, Traversable]:
+def _default_configs(entry: Entry, explicit: Mapping[str, str] | None) -> dict[str, Traversable]:
+    """type -> YAML: the registration's own mapping, else ``configs/<kind>/<name>/*.yaml`` of its package."""
+    if explicit:
+        return {t: resource(p) for t, p in explicit.items()}
+    folder = resources.files(entry.package) / "configs" / entry.kind / entry.name
     if not folder.is_dir():
         return {}
-    found = {p.name.rsplit(".", 1)[0]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
-    return dict(sorted(found.items()))
+    return dict(sorted((p.name.rsplit(".", 1)[0], p) for p in folder.iterdir() if p.name.endswith(".yaml")))
 
 
 def _check_base(kind: str, name: str, entry: Entry, obj: Any) -> None:

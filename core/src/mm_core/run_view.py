@@ -1,7 +1,6 @@
 """RunView: what the lifecycle hooks see of a run (see :mod:`mm_core.hookspecs`). A runner owns
 one view and brings ``step``, ``epoch`` and ``metrics`` up to date before each hook call, so a
-plugin reads plain values instead of reaching into the runner's internals.
-"""
+plugin reads plain values instead of reaching into the runner's internals."""
 
 from __future__ import annotations
 

@@ -15,14 +15,8 @@ DATA_TYPES = ("images", "videos", "features")
 
 
 class BaseDatasetBuilder:
-    """Builds the splits of one dataset (LAVIS semantics).
-
-    The config block holds ``data_type`` (images/videos/features), ``build_info`` with
-    ``annotations.<split>.{url, storage, md5}`` (each may be a list) and
-    ``<data_type>.storage``, and ``vis_processor`` / ``text_processor`` with ``train`` and
-    ``eval`` sub-blocks. Splits whose name starts with ``train`` use ``train_dataset_cls`` and
-    the train processors; the others ``eval_dataset_cls`` and the eval processors.
-    """
+    """Builds the splits of one dataset (LAVIS semantics; the ``datasets.<name>`` block's layout:
+    docs/plugins.md). Splits named ``train*`` use ``train_dataset_cls`` and the train processors."""
 
     train_dataset_cls: ClassVar[type[BaseDataset] | None] = None
     eval_dataset_cls: ClassVar[type[BaseDataset] | None] = None
@@ -76,7 +70,7 @@ class BaseDatasetBuilder:
 
     def media_root(self) -> Path | None:
         """Root of images/videos/features, or ``None`` when the config names none."""
-        info = self.config.get("build_info", {}).get(self.data_type)
+        info = (self.config.get("build_info") or {}).get(self.data_type)
         if not info or not info.get("storage"):
             return None
         return resolve_storage(str(info.storage), self.cache_dir)
@@ -85,11 +79,9 @@ class BaseDatasetBuilder:
         processors = self.build_processors()
         root = self.media_root()
         if root is not None and not root.exists():
-            raise DataError(
-                f"{self.data_type} for dataset '{self._name()}' were expected under {root}, which does not exist",
-                hint=f"see the dataset card (`mmrun info {self._name()}`) for how to obtain them, "
-                f"or set datasets.{self._name()}.build_info.{self.data_type}.storage",
-            )
+            raise DataError(f"{self.data_type} for dataset '{self._name()}' were expected under {root}, which does not exist",
+                            hint=f"see the dataset card (`mmrun info {self._name()}`) for how to obtain them, "
+                            f"or set datasets.{self._name()}.build_info.{self.data_type}.storage")
         datasets = {}
         for split, info in self._annotation_info().items():
             is_train = split.startswith("train")
@@ -108,9 +100,14 @@ class BaseDatasetBuilder:
 
     # -- helpers ---------------------------------------------------------------------
     def _annotation_info(self) -> dict[str, Any]:
-        annotations = self.config.get("build_info", {}).get("annotations")
-        if not annotations:
-            raise ConfigError(f"datasets.{self._name()}.build_info.annotations is missing or empty")
+        where = f"datasets.{self._name()}.build_info.annotations"
+        annotations = (self.config.get("build_info") or {}).get("annotations")
+        if not annotations or not hasattr(annotations, "items"):
+            raise ConfigError(f"{where} is missing, empty or not a mapping of split -> files")
+        for split, info in annotations.items():
+            if not hasattr(info, "get"):
+                raise ConfigError(f"{where}.{split} is {info!r}, not a block with storage (url, md5)",
+                                  hint=f"give {where}.{split}.storage, or remove the split")
         return dict(annotations.items())
 
     def _name(self) -> str:

@@ -1,9 +1,5 @@
-"""BaseLLM: the contract of a language-model backend that multimodal models compose.
-
-A model such as BLIP-2 -> LLM asks the registry's ``llms`` kind for a backend by name
-(``model.llm.name``) and talks to it only through this interface; docs/llm_backend.md documents
-the contract (conversations, :data:`IMAGE_MARK` expansion, labels) for third parties.
-"""
+"""BaseLLM: the contract of a language-model backend that multimodal models compose by name
+(``model.llm.name``), documented in docs/llm_backend.md."""
 
 from __future__ import annotations
 
@@ -32,6 +28,7 @@ class BaseLLM(nn.Module):
     hidden_size: int  # width of the input embeddings (the composing model projects to it)
     image_token: str  # the special placeholder token that images replace, and its id
     image_token_id: int
+    missing_keys: tuple[str, ...] = ()  # keys of state_dict() its weight files did not fill (weights coverage)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> BaseLLM:
@@ -42,17 +39,9 @@ class BaseLLM(nn.Module):
         """Input embeddings of ``input_ids`` (B, T) -> (B, T, hidden_size)."""
         raise NotImplementedError
 
-    def encode_conversation(
-        self, conversation: Conversation, num_image_tokens: int, max_len: int | None = None
-    ) -> dict[str, list[int]]:
-        """Token ids and labels of one training conversation: ``{"input_ids", "labels"}``.
-
-        The backend applies its chat template (system prompt, role headers). Assistant content
-        (and the token that ends an assistant turn) is supervised; everything else is labelled
-        :data:`IGNORE_INDEX`. Every :data:`IMAGE_MARK` becomes ``num_image_tokens`` copies of
-        ``image_token_id``, and a literal ``image_token`` typed by a user is removed. Truncation
-        to ``max_len`` never splits an image's placeholders (a partial image is dropped whole).
-        """
+    def encode_conversation(self, conversation: Conversation, num_image_tokens: int,
+                            max_len: int | None = None) -> dict[str, list[int]]:
+        """Ids and labels of one training conversation (template, image marks, labels, truncation: docs/llm_backend.md)."""
         raise NotImplementedError
 
     def encode_prompt(self, conversation: Conversation, num_image_tokens: int) -> list[int]:
@@ -60,16 +49,9 @@ class BaseLLM(nn.Module):
         header, ready for generation (same template and image expansion as training)."""
         raise NotImplementedError
 
-    def collate(
-        self, encoded: Sequence[dict[str, list[int]] | list[int]], padding_side: str = "right"
-    ) -> dict[str, torch.Tensor]:
-        """Pad encoded samples to the longest in the batch (dynamic padding).
-
-        ``encoded`` holds :meth:`encode_conversation` dicts or :meth:`encode_prompt` id lists.
-        Returns ``input_ids`` (padded with ``tokenizer.pad_token_id``), ``attention_mask`` and,
-        when the samples have labels, ``labels`` (padded with :data:`IGNORE_INDEX`). Training
-        batches are right-padded; generation batches are left-padded (``padding_side="left"``).
-        """
+    def collate(self, encoded: Sequence[dict[str, list[int]] | list[int]],
+                padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad encoded samples to the batch's longest (right for training, left for generation; docs/llm_backend.md)."""
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         items = [e if isinstance(e, dict) else {"input_ids": list(e)} for e in encoded]
@@ -98,12 +80,5 @@ class BaseLLM(nn.Module):
 
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                  on_text: Callable[[str], None] | None = None, **generation: Any) -> list[str]:
-        """Generate continuations of (left-padded) embeddings and return the decoded new texts
-        (the prompt excluded, special tokens skipped, surrounding whitespace stripped).
-
-        ``generation`` takes Hugging Face names (``max_new_tokens``, ``num_beams``,
-        ``min_length``, ``top_p``, ``temperature``, ``repetition_penalty``, ``do_sample``);
-        generation stops at the backend's end-of-turn token. ``on_text`` receives text pieces
-        as they are generated (batch size 1, for streaming).
-        """
+        """Decoded new texts of (left-padded) embeddings, Hugging Face generation names (docs/llm_backend.md)."""
         raise NotImplementedError

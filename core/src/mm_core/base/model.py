@@ -39,12 +39,8 @@ class LoadReport:
 
 
 class BaseModel(nn.Module):
-    """A model built from the ``model:`` block of a config.
-
-    Subclasses implement :meth:`from_config` and ``forward(samples) -> {"loss": tensor, ...}``
-    (every other scalar in the returned dict is logged as a loss term). Default configs per
-    ``model_type`` are package data of the plugin (see :func:`mm_core.hookspecs.register_models`).
-    """
+    """A model built from the ``model:`` block of a config: subclasses implement :meth:`from_config`
+    and ``forward(samples) -> {"loss": tensor, ...}`` (other ``loss*`` scalars are logged as terms)."""
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> BaseModel:
@@ -73,10 +69,14 @@ class BaseModel(nn.Module):
         defaults = load_model_defaults(cls.registered_name(), model_type)
         return cls.from_config(defaults.model)
 
+    @classmethod
+    def weights_plan(cls, cfg: DictConfig) -> list[tuple[str, str]]:
+        """(modules, file) in load order, printed by ``mmrun --dry-run`` without reading anything."""
+        return []
+
     # -- weights ---------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Parameters that require grad: what mm checkpoints hold (frozen weights come from
-        their original source when the model is built)."""
+        """Parameters that require grad: what mm checkpoints hold (frozen ones come from their source)."""
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
     def map_checkpoint_keys(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -84,12 +84,8 @@ class BaseModel(nn.Module):
         return state_dict
 
     def load_checkpoint(self, path_or_url: str | Path, strict: bool = False) -> LoadReport:
-        """Load weights from a ``.safetensors`` / ``.pth`` file, an mm checkpoint directory or a URL.
-
-        ``torch.load`` runs with ``weights_only=True``. A state dict nested under ``"model"``
-        (LAVIS layout) is unwrapped. With ``strict=True`` every trainable parameter must be
-        present; frozen ones may be absent.
-        """
+        """Load a ``.safetensors`` / ``.pth`` file, an mm checkpoint directory or a URL (docs/weights.md);
+        with ``strict=True`` every trainable parameter must be present, frozen ones may be absent."""
         from mm_core.checkpoint_io import read_state_dict
 
         state, where = read_state_dict(path_or_url)
@@ -108,6 +104,8 @@ class BaseModel(nn.Module):
                 usable[key] = value
         self.load_state_dict(usable, strict=False)
         report.loaded = sorted(usable)
+        if getattr(self, "weight_sources", None) is not None:  # mm_core.weights.WeightSources
+            self.weight_sources.loaded(report.loaded, where)
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         report.missing = sorted(k for k in own if k not in usable and (not strict or k in trainable))
         if strict:
@@ -132,8 +130,7 @@ class BaseModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def get_optimizer_params(self, weight_decay: float, lr_scale: float = 1.0) -> list[dict[str, Any]] | None:
-        """Optimizer parameter groups (each may carry ``lr_scale``); ``None`` lets the engine
-        group parameters itself (no weight decay on biases and norms)."""
+        """Optimizer parameter groups (each may carry ``lr_scale``); ``None``: the engine's groups."""
         return None
 
     def before_evaluation(self, **kwargs: Any) -> None:
@@ -147,10 +144,8 @@ class BaseModel(nn.Module):
 
 
 def config_value(cfg: DictConfig | Mapping[str, Any] | None, key: str, default: Any) -> Any:
-    """``cfg.key`` (a dotted path) or ``default`` when ``cfg`` is None or the key is absent or null.
-
-    The one option reader of models and processors: ``cfg`` is a config block (``DictConfig``)
-    or a plain dict (processors built in code get one)."""
+    """``cfg.key`` (a dotted path) of a ``DictConfig`` or plain dict, or ``default`` when ``cfg`` is
+    None or the key is absent or null: the one option reader of models and processors."""
     if cfg is None:
         return default
     if isinstance(cfg, DictConfig):

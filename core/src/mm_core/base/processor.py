@@ -8,11 +8,9 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class BaseProcessor:
-    """A callable built from a config block ``{name: ..., **options}`` (LAVIS semantics).
-
-    Subclasses set ``self.transform`` or override :meth:`__call__`, and read their options in
-    :meth:`from_config`. Processors must be picklable (DataLoader workers receive them).
-    """
+    """A callable built from a config block ``{name: ..., **options}`` (LAVIS semantics). Subclasses set
+    ``self.transform`` or override :meth:`__call__`, and read their options in :meth:`from_config`. Processors must
+    be picklable (DataLoader workers receive them)."""
 
     def __init__(self) -> None:
         self.transform = _identity

@@ -1,11 +1,5 @@
-"""Saved evaluation results, and the keys that let a report show them without knowing the task.
-
-Each evaluated split is saved as ``result/<split>_epoch<epoch>.json``: one record per sample
-(:meth:`~mm_core.base.task.BaseTask.save_results`). The keys a report reads — an id
-(:data:`ID_KEYS`), the output (:data:`OUTPUT_KEYS`) and :data:`DISPLAY_KEYS` — are the contract
-described in docs/plugins.md ("Results a report can show"). This module imports nothing heavy:
-reports read it.
-"""
+"""Saved evaluation results (``result/<split>_epoch<epoch>.json``) and the keys that let a report
+show them without knowing the task (docs/plugins.md, "Results a report can show")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""BaseTask: how a model is trained and evaluated on datasets (LAVIS semantics).
-
-Evaluation results are saved as records whose keys a report can show without knowing the task:
-the contract is in :mod:`mm_core.base.results`; :meth:`BaseTask.display_fields` fills it in.
-"""
+"""BaseTask: how a model is trained and evaluated on datasets (LAVIS semantics); the result
+records a report shows: :mod:`mm_core.base.results` and docs/plugins.md."""
 
 from __future__ import annotations
 
@@ -12,21 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mm_core.base.dataset import BaseDataset, batch_size_of
 from mm_core.base.model import BaseModel
 from mm_core.base.results import display_fields
+from mm_core.errors import ConfigError
 
 
 class BaseTask:
-    """Builds the model and datasets, takes a training step and scores evaluation results.
-
-    The engine calls :meth:`train_step` for every batch, :meth:`valid_step` for every
-    evaluation batch (on every rank), gathers the results to rank 0, and calls
-    :meth:`after_evaluation` there. The default evaluation reports the mean loss, with
-    ``agg_metrics = -loss`` so that "higher is better" holds for best-checkpoint selection.
-    """
+    """Builds the model and datasets, takes training steps (:meth:`train_step`) and scores the
+    evaluation results that :meth:`valid_step` returns on every rank, gathered for
+    :meth:`after_evaluation` on rank 0 (by default the mean loss, ``agg_metrics = -loss``)."""
 
     def __init__(self, cfg: DictConfig | None = None) -> None:
         self.cfg = cfg
@@ -39,9 +33,11 @@ class BaseTask:
         return cls(cfg)
 
     def build_model(self, cfg: DictConfig) -> BaseModel:
-        """``registry.models[cfg.model.arch].from_config(cfg.model)``."""
+        """``get_registry().resolve("models", cfg.model.arch).from_config(cfg.model)``."""
         from mm_core.registry import get_registry
 
+        if not OmegaConf.select(cfg, "model.arch"):
+            raise ConfigError("the config has no model (model.arch)", hint="add a model: block (`mmrun list models`)")
         model_cls = get_registry().resolve("models", cfg.model.arch)
         return model_cls.from_config(cfg.model)
 
@@ -79,9 +75,8 @@ class BaseTask:
         if hasattr(unwrapped, "before_evaluation"):
             unwrapped.before_evaluation(dataset=dataset, task_type=type(self))
 
-    def after_evaluation(
-        self, results: list[dict[str, Any]], split: str, epoch: int | str, output_dir: Path | None = None
-    ) -> dict[str, float]:
+    def after_evaluation(self, results: list[dict[str, Any]], split: str, epoch: int | str,
+                         output_dir: Path | None = None) -> dict[str, float]:
         """Metrics of a split from all ranks' results (rank 0 only). Must include ``agg_metrics``."""
         total = sum(r.get("n", 1) for r in results) or 1
         loss = sum(r["loss"] * r.get("n", 1) for r in results) / total
@@ -96,8 +91,7 @@ class BaseTask:
                               score=score, score_name=score_name)
 
     def save_results(self, results: list[Any], output_dir: Path, split: str, epoch: int | str) -> Path:
-        """Write results as ``result/<split>_epoch<epoch>.json`` under ``output_dir`` (the records
-        a report reads: :mod:`mm_core.base.results`)."""
+        """Write results as ``result/<split>_epoch<epoch>.json`` under ``output_dir``."""
         folder = Path(output_dir) / "result"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{split}_epoch{epoch}.json"

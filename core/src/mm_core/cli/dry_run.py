@@ -1,8 +1,7 @@
 """``mmrun --config X --dry-run``: resolve every name and print what a run would build.
 
 Classes are imported (to check they exist and derive from the right base) but nothing is
-instantiated that loads weights or reads data.
-"""
+instantiated that loads weights or reads data."""
 
 from __future__ import annotations
 
@@ -29,8 +28,9 @@ def print_plan(loaded: LoadedConfig) -> int:
         lines.append(f"lr schedule: {run.lr_sched}")
     if cfg.get("model") is not None:
         arch = str(cfg.model.arch)
-        registry.resolve("models", arch)
+        model_cls = registry.resolve("models", arch)
         lines.append(f"model: {arch} / {cfg.model.get('model_type')} ({registry.get('models', arch).target})")
+        lines += [f"  weights: {modules} <- {source}" for modules, source in model_cls.weights_plan(cfg.model)]
         lines += _processor_lines(cfg.get("preprocess"), "  preprocess")
         llm = OmegaConf.select(cfg, "model.llm.name")
         if llm:

@@ -102,8 +102,11 @@ def info_main(argv: list[str]) -> int:
         if kind == "datasets":
             print(f"  data type: {entry.registration.data_type or 'images'}; config types: "
                   f"{', '.join(registry.dataset_types(args.name)) or '(none)'}")
+        for label, keys in (("run keys", entry.registration.run_keys), ("options", entry.registration.config_keys)):
+            if keys:
+                print(f"  {label}: " + ", ".join(f"{k} ({v})" for k, v in keys.items()))
+        if entry.description:
+            print(f"  {entry.description}")
         card = registry.card(kind, args.name)
-        if card:
-            print()
-            print(card.rstrip())
+        print(f"\n{card.rstrip()}" if card else f"  (no card: {entry.package} may ship configs/{kind}/{args.name}/card.md)")
     return 0

@@ -1,10 +1,5 @@
-"""``mmrun``: run a config (``mmrun --config run.yaml``), or one of the sub-commands.
-
-Every sub-command, the built-in ones too (:mod:`mm_core.builtin`), is registered through the
-``register_commands`` hook, so two providers of one name are the registry's usual error. Listing,
-``config`` and ``--help`` import no torch. User errors exit with code 2 and a message; ``--debug``
-shows the traceback.
-"""
+"""``mmrun``: run a config, or a sub-command registered through ``register_commands`` (the
+built-in ones too). User errors exit with code 2 and a message; ``--debug`` shows the traceback."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""``mmrun new-plugin NAME``: scaffold a complete, pip-installable third-party plugin.
-
-The package holds a hook module, a tiny model, a processor, a dataset builder that generates
-its own sample, a task, default YAMLs, an example config, tests using :mod:`mm_core.testing`
-and a README — or the subset named with ``--kinds``.
-"""
+"""``mmrun new-plugin NAME``: scaffold a complete, pip-installable third-party plugin (hooks, model,
+processor, dataset builder, task, YAMLs, tests, README), or the ``--kinds`` subset (docs/plugins.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +13,8 @@ from mm_core import __version__
 from mm_core.cli.main import command_parser
 from mm_core.errors import MMError
 
-KINDS = ("model", "processor", "dataset", "task")
+KINDS = ("model", "processor", "dataset", "task", "llm")
+DEFAULT_KINDS = KINDS[:4]  # the classifier example; `llm` is asked for by name
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 
 #: template file -> (kind that needs it or None for always, destination path template)
@@ -33,24 +30,20 @@ FILES: dict[str, tuple[str | None, str]] = {
     "src/pkg/configs/datasets/data/default.yaml.tmpl": ("dataset", "src/$package/configs/datasets/${name}_sample/default.yaml"),
     "src/pkg/configs/datasets/data/card.md.tmpl": ("dataset", "src/$package/configs/datasets/${name}_sample/card.md"),
     "src/pkg/task.py.tmpl": ("task", "src/$package/task.py"),
+    "src/pkg/llm.py.tmpl": ("llm", "src/$package/llm.py"),
+    "src/pkg/configs/llms/llm/card.md.tmpl": ("llm", "src/$package/configs/llms/${name}_llm/card.md"),
 }
-REGISTRATIONS = {
-    "model": ("register_models", '"${name}_classifier": "$package.model:Classifier"'),
-    "processor": ("register_processors", '"${name}_features": "$package.processors:FeatureProcessor"'),
-    "dataset": ("register_datasets",
-                '"${name}_sample": {"target": "$package.data:SampleBuilder", "data_type": "features"}'),
-    "task": ("register_tasks", '"${name}_classification": "$package.task:ClassificationTask"'),
-}
+#: kind -> the name it registers (the hook and the tests are ``parts/{hooks,tests}_<kind>.py.tmpl``)
+NAMES = {"model": "${name}_classifier", "processor": "${name}_features", "dataset": "${name}_sample",
+         "task": "${name}_classification", "llm": "${name}_llm"}
 
 
 def validate_name(name: str) -> str:
     """A plugin name usable as ``mm-plugin-NAME`` and ``import mm_NAME``."""
     if not NAME_PATTERN.match(name) or keyword.iskeyword(name) or name.startswith("mm"):
-        raise MMError(
-            f"invalid plugin name '{name}'",
-            hint="use 2-41 lowercase letters, digits and underscores, starting with a letter and not with 'mm' "
-            "(the package becomes mm_NAME, the distribution mm-plugin-NAME)",
-        )
+        raise MMError(f"invalid plugin name '{name}'",
+                      hint="use 2-41 lowercase letters, digits and underscores, starting with a letter and not with "
+                      "'mm' (the package becomes mm_NAME, the distribution mm-plugin-NAME)")
     return name
 
 
@@ -68,8 +61,9 @@ def scaffold(name: str, directory: Path, kinds: list[str]) -> list[Path]:
     if directory.exists():
         raise MMError(f"{directory} already exists; new-plugin never overwrites", hint="choose another --dir")
     values = {"name": name, "package": f"mm_{name}", "dist": f"mm-plugin-{name.replace('_', '-')}",
-              "core_version": __version__}
-    values["names"] = ", ".join(Template(REGISTRATIONS[k][1].split(":")[0].strip('"')).substitute(values) for k in kinds)
+              "core_version": __version__,
+              "extra_deps": ', "transformers>=4.44", "tokenizers>=0.19"' if "llm" in kinds else ""}
+    values["names"] = ", ".join(Template(NAMES[k]).substitute(values) for k in kinds)
     templates = resources.files("mm_core") / "templates" / "plugin"
     written = []
     for source, (kind, destination) in FILES.items():
@@ -79,15 +73,21 @@ def scaffold(name: str, directory: Path, kinds: list[str]) -> list[Path]:
         if source.endswith("default.yaml.tmpl") and "processor" not in kinds:
             text = text.split("    vis_processor:")[0]
         written.append(_write(directory / Template(destination).substitute(values), text))
-    written.append(_write(directory / "src" / values["package"] / "hooks.py", _hooks_module(kinds, values)))
-    tests = templates.joinpath("tests/test_plugin.py.tmpl").read_text(encoding="utf-8")
-    if set(kinds) == set(KINDS):
-        written.append(_write(directory / "examples" / f"{name}_tiny.yaml",
-                              Template(templates.joinpath("examples/tiny.yaml.tmpl").read_text()).substitute(values)))
-        written.append(_write(directory / "tests" / f"test_{name}.py", Template(tests).substitute(values)))
+    hooks = ["parts/hooks_header.py.tmpl", *(f"parts/hooks_{k}.py.tmpl" for k in kinds)]
+    written.append(_write(directory / "src" / values["package"] / "hooks.py", _parts(hooks, values)))
+    if set(DEFAULT_KINDS) <= set(kinds):  # the classifier example: a config and a training test
+        written.append(_write(directory / "examples" / f"{name}_tiny.yaml", _parts(["examples/tiny.yaml.tmpl"], values)))
+        tests = ["tests/test_plugin.py.tmpl", *(f"parts/tests_{k}.py.tmpl" for k in kinds if k not in DEFAULT_KINDS)]
     else:
-        written.append(_write(directory / "tests" / f"test_{name}.py", _partial_tests(kinds, values)))
+        tests = ["parts/tests_header.py.tmpl", *(f"parts/tests_{k}.py.tmpl" for k in kinds)]
+    written.append(_write(directory / "tests" / f"test_{name}.py", _parts(tests, values)))
     return written
+
+
+def _parts(sources: list[str], values: dict[str, str]) -> str:
+    """The templates ``sources`` (under ``templates/plugin``), filled in and joined."""
+    folder = resources.files("mm_core") / "templates" / "plugin"
+    return "".join(Template(folder.joinpath(s).read_text(encoding="utf-8")).substitute(values) for s in sources)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -96,37 +96,11 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _hooks_module(kinds: list[str], values: dict[str, str]) -> str:
-    lines = [f'"""Registration hooks of {values["dist"]}: public names -> lazy targets (nothing heavy imported)."""',
-             "", "from mm_core.hookspecs import hookimpl", "", 'MM_API_VERSION = "2.0"', ""]
-    for kind in kinds:
-        hook, entry = REGISTRATIONS[kind]
-        lines += ["", "@hookimpl", f"def {hook}():", f"    return {{{Template(entry).substitute(values)}}}", ""]
-    return "\n".join(lines)
-
-
-def _partial_tests(kinds: list[str], values: dict[str, str]) -> str:
-    body = [f'"""Contract tests of {values["dist"]} (mm_core.testing)."""', "", "import mm_core.testing as mmt", ""]
-    name = values["name"]
-    if "model" in kinds:
-        body += ["", "def test_model():", "    import torch", "",
-                 '    batch = {"features": torch.randn(4, 8), "label": torch.tensor([0, 1, 2, 0])}',
-                 f'    mmt.check_model("{name}_classifier", batch)', ""]
-    if "processor" in kinds:
-        body += ["", "def test_processor():", f'    assert mmt.check_processor("{name}_features", [0.0] * 8).shape == (8,)', ""]
-    if "dataset" in kinds:
-        body += ["", "def test_builder(tmp_path):", f'    splits = mmt.check_builder("{name}_sample", tmp_path)',
-                 '    assert len(splits["train"]) == 64', ""]
-    if "task" in kinds:
-        body += ["", "def test_task():", f'    mmt.check_task("{name}_classification")', ""]
-    return "\n".join(body)
-
-
 def main(argv: list[str]) -> int:
     parser = command_parser("new-plugin", "Scaffold a pip-installable mm plugin package.")
     parser.add_argument("name", help="plugin name: the package becomes mm_NAME, the distribution mm-plugin-NAME")
     parser.add_argument("--dir", type=Path, default=None, help="target directory (default: ./mm-plugin-NAME)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"what to include, from {','.join(KINDS)}")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help=f"what to include, from {','.join(KINDS)}")
     args = parser.parse_args(argv)
     name = validate_name(args.name)
     directory = args.dir or Path(f"mm-plugin-{name.replace('_', '-')}")

@@ -1,10 +1,6 @@
-"""Merging a run config (LAVIS layout) with the defaults that plugins ship, and validating it.
-
-Merge order, lowest first: the model's default YAML for its ``model_type`` < each dataset
-builder's default YAML < the user's file < command-line ``--options``. The ``model_type`` (and
-``arch``) is read *after* applying the options, so ``--options model.model_type=tiny``
-selects the defaults of ``tiny``.
-"""
+"""Merging a run config (LAVIS layout) with plugins' defaults, lowest first: the model type's YAML
+< each dataset builder's YAML < the user's file < ``--options`` (which may select the model type);
+then validating it, every error naming the file and key path."""
 
 from __future__ import annotations
 
@@ -19,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mm_core.config.schema import TOP_LEVEL_KEYS, type_matches, type_of_default
-from mm_core.errors import ConfigError, did_you_mean
+from mm_core.errors import ConfigError, RegistryError, did_you_mean
 
 OPTIONS_SOURCE = "--options"
 
@@ -61,8 +57,13 @@ def read_yaml(path: str | Path | Traversable, what: str = "config") -> DictConfi
     except FileNotFoundError as exc:
         raise ConfigError(f"{what} file not found: {name}") from exc
     try:
+        top = yaml.safe_load(text)
+        if not isinstance(top, dict):
+            found = "nothing (the file is empty)" if top is None else f"a {type(top).__name__}"
+            raise ConfigError(f"{name}: a {what} file must be a mapping at the top level, found {found}",
+                              hint="write the blocks model:, datasets:, run: (see examples/quickstart.yaml)")
         # OmegaConf's YAML loader reads `1e-4` as a float (PyYAML alone reads a string), as LAVIS configs expect
-        cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
+        cfg = OmegaConf.create(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -70,8 +71,6 @@ def read_yaml(path: str | Path | Traversable, what: str = "config") -> DictConfi
         raise ConfigError(f"{name}{where}: invalid YAML: {problem}", hint="check indentation and quoting") from exc
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{name}: {exc}") from exc
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{name}: a config file must be a mapping at the top level, found a list")
     return cfg
 
 
@@ -120,13 +119,9 @@ def load_dataset_defaults(name: str, type: str = "default") -> DictConfig:
 
 
 # -- the merge --------------------------------------------------------------------------------
-def load_config(
-    path: str | Path | DictConfig | dict | None, options: list[str] | tuple[str, ...] = ()
-) -> LoadedConfig:
-    """Merge plugin defaults, the user's config and ``--options``; validate; fire ``config_loaded``.
-
-    ``path`` is a YAML file, or a mapping built in code (then reported as ``<in-memory config>``).
-    """
+def load_config(path: str | Path | DictConfig | dict | None, options: list[str] | tuple[str, ...] = ()) -> LoadedConfig:
+    """Merge plugin defaults, the user's config (a YAML file, or a mapping built in code) and
+    ``--options``; validate; fire ``config_loaded``."""
     from mm_core.registry import get_registry
 
     registry = get_registry()
@@ -142,24 +137,20 @@ def load_config(
 
     layers: list[tuple[str, DictConfig]] = []
     model_defaults = None
+    if "model" in selected and not isinstance(selected.model, DictConfig):
+        raise ConfigError(f"{user_name}: the model section is empty or not a mapping",
+                          hint="give model.arch and model.model_type (`mmrun list models`), or remove `model:`")
     arch = OmegaConf.select(selected, "model.arch")
+    given = [(user_name, user), (OPTIONS_SOURCE, overrides)]
     if arch is None:
         if OmegaConf.select(selected, "model") is not None:
             raise ConfigError(f"{user_name}: model.arch is required", hint="`mmrun list models` shows the architectures")
     else:
-        registry.get("models", str(arch))
-        model_type = OmegaConf.select(selected, "model.model_type") or registry.default_model_type(str(arch))
-        if model_type is None:
-            types = ", ".join(registry.model_types(str(arch)))
-            raise ConfigError(f"{user_name}: model.model_type is required for '{arch}'", hint=f"one of: {types}")
-        default_path = model_default_path(str(arch), str(model_type))
-        defaults = read_yaml(default_path, what="model default config")
-        defaults = OmegaConf.merge(defaults, {"model": {"arch": str(arch), "model_type": str(model_type)}})
-        layers.append((str(default_path), defaults))
-        model_defaults = defaults
+        layers.append(_model_defaults(str(arch), selected, given))
+        model_defaults = layers[-1][1]
 
     for name, block in (OmegaConf.select(selected, "datasets") or {}).items():
-        registry.get("datasets", str(name))
+        check_name("datasets", name, f"datasets.{name}", given)
         dtype = str((block or {}).get("type") or "default") if isinstance(block, DictConfig) else "default"
         types = registry.dataset_types(str(name))
         if dtype in types:
@@ -180,6 +171,25 @@ def load_config(
 
     get_plugin_host().pm.hook.config_loaded(config=merged)
     return loaded
+
+
+def _model_defaults(arch: str, selected: DictConfig, given: list[tuple[str, DictConfig]]) -> tuple[str, DictConfig]:
+    """The default YAML of the selected model type (path, config); its ``llm`` block only when
+    ``model.llm.name`` names no other backend (its options are for its own backend)."""
+    from mm_core.registry import get_registry
+
+    check_name("models", arch, "model.arch", given)
+    model_type = OmegaConf.select(selected, "model.model_type") or get_registry().default_model_type(arch)
+    if model_type is None:
+        types = ", ".join(get_registry().model_types(arch))
+        raise ConfigError(f"{_origin('model', given)}: model.model_type is required for '{arch}'", hint=f"one of: {types}")
+    default_path = model_default_path(arch, str(model_type))
+    defaults = read_yaml(default_path, what="model default config")
+    defaults = OmegaConf.merge(defaults, {"model": {"arch": arch, "model_type": str(model_type)}})
+    backend = OmegaConf.select(selected, "model.llm.name")
+    if backend is not None and str(backend) != str(OmegaConf.select(defaults, "model.llm.name", default=backend)):
+        defaults.model.pop("llm")
+    return str(default_path), defaults
 
 
 def _check_top_level(cfg: DictConfig, source: str) -> None:
@@ -209,6 +219,7 @@ def validate_config(loaded: LoadedConfig, layers: list[tuple[str, DictConfig]]) 
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{loaded.user_file}: cannot resolve interpolation: {exc}") from exc
+    _validate_names(resolved, layers)
     _validate_run(resolved.get("run"), layers)
     _validate_model(resolved.get("model"), loaded.model_defaults, layers)
 
@@ -219,6 +230,49 @@ def _origin(key_path: str, layers: list[tuple[str, DictConfig]]) -> str:
         if OmegaConf.select(layer, key_path, default="__absent__") != "__absent__":
             return name
     return layers[-1][0] if layers else "<config>"
+
+
+def check_name(kind: str, name: Any, key_path: str, layers: list[tuple[str, DictConfig]]) -> Any:
+    """The registry entry of ``name``; unknown, the error names the file and key path that set it."""
+    from mm_core.registry import get_registry
+
+    try:
+        return get_registry().get(kind, str(name))
+    except RegistryError as exc:
+        raise type(exc)(f"{_origin(key_path, layers)}: {key_path}: {exc.message}", hint=exc.hint) from None
+
+
+def _validate_names(cfg: dict[str, Any], layers: list[tuple[str, DictConfig]]) -> None:
+    """Task, runner, schedule, processors and LLM backend exist; a backend that declares its
+    ``config_keys`` gets no other key in ``model.llm``."""
+    run, model = ({} if not isinstance(cfg.get(k), dict) else cfg[k] for k in ("run", "model"))
+    named = [("tasks", "run.task", run.get("task")), ("runners", "run.runner", run.get("runner")),
+             ("lr_schedulers", "run.lr_sched", run.get("lr_sched"))]
+    holders = [(f"datasets.{n}", b) for n, b in (cfg.get("datasets") or {}).items()]
+    for where, holder in [*holders, ("preprocess", cfg.get("preprocess"))]:
+        for key, stages in holder.items() if isinstance(holder, dict) else ():
+            if key.endswith("_processor") and isinstance(stages, dict):
+                named += [("processors", f"{where}.{key}.{stage}.name", p.get("name"))
+                          for stage, p in stages.items() if isinstance(p, dict)]
+    llm = model.get("llm") if isinstance(model.get("llm"), dict) else {}
+    named.append(("llms", "model.llm.name", llm.get("name")))
+    entries = {key: check_name(kind, name, key, layers) for kind, key, name in named if isinstance(name, str)}
+    declared = entries["model.llm.name"].registration.config_keys if "model.llm.name" in entries else None
+    if declared:
+        _check_keys({k: v for k, v in llm.items() if k != "name"}, declared, "model.llm", layers,
+                    f"LLM backend '{llm['name']}' has no option", hint="its options: " + ", ".join(declared))
+
+
+def _check_keys(block: dict[str, Any], schema: Any, prefix: str, layers: list[tuple[str, DictConfig]], unknown: str,
+                hint: str) -> None:
+    """Each key of ``block`` (at ``prefix``) is in ``schema`` (key -> type spec) with a value of its type."""
+    for key, value in block.items():
+        where = _origin(f"{prefix}.{key}", layers)
+        if key not in schema:
+            raise ConfigError(f"{where}: {unknown} '{prefix}.{key}'{did_you_mean(key, schema)}", hint=hint)
+        if not type_matches(value, schema[key]):
+            raise ConfigError(f"{where}: {prefix}.{key} must be {_type_words(schema[key])}, "
+                              f"got {type(value).__name__} {value!r}")
 
 
 def run_schema(run: dict[str, Any]) -> dict[str, str]:
@@ -245,14 +299,14 @@ def _validate_run(run: Any, layers: list[tuple[str, DictConfig]]) -> None:
     if "task" not in run:
         raise ConfigError(f"{_origin('run', layers)}: run.task is required", hint="`mmrun list tasks` shows the tasks")
     schema = run_schema(run)
-    for key, value in run.items():
-        if key not in schema:
-            raise ConfigError(f"{_origin(f'run.{key}', layers)}: unknown key 'run.{key}'{did_you_mean(key, schema)}",
-                              hint=f"run keys are the engine's, plus those task '{run.get('task')}' and runner "
-                              f"'{run.get('runner', 'runner_base')}' declare")
-        if not type_matches(value, schema[key]):
-            raise ConfigError(f"{_origin(f'run.{key}', layers)}: run.{key} must be {_type_words(schema[key])}, "
-                              f"got {type(value).__name__} {value!r}")
+    _check_keys(run, schema, "run", layers, "unknown key", hint=f"run keys are the engine's, plus those task "
+                f"'{run.get('task')}' and runner '{run.get('runner', 'runner_base')}' declare")
+    from mm_core.engine.settings import RunSettings
+
+    try:  # values: impossible counts, LAVIS keys asking for what mm does not do
+        RunSettings.from_config({"run": run})
+    except ConfigError as exc:
+        raise ConfigError(f"{_origin(exc.message.split()[0].rstrip(':'), layers)}: {exc.message}", hint=exc.hint) from None
 
 
 def _validate_model(model: Any, defaults: DictConfig | None, layers: list[tuple[str, DictConfig]]) -> None:

@@ -1,8 +1,7 @@
 """The type checks shared by config validation, and the config's top-level blocks.
 
 The ``run`` keys themselves are :class:`mm_core.engine.settings.RunSettings`' fields, plus those a
-task, runner or plugin declares (see :mod:`mm_core.hookspecs`).
-"""
+task, runner or plugin declares (see :mod:`mm_core.hookspecs`)."""
 
 from __future__ import annotations
 
@@ -46,8 +45,7 @@ def type_of_default(value: Any) -> str | None:
     """Type spec implied by a default value, used to check user overrides of model options.
 
     An integer default accepts floats (``drop_path_rate: 0`` may become ``0.1``); ``null``
-    is always accepted.
-    """
+    is always accepted."""
     if value is None:
         return None
     if isinstance(value, bool):

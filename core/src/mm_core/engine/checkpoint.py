@@ -1,19 +1,5 @@
-"""Checkpoint directories under ``<output_dir>/checkpoints/``, written atomically.
-
-Layout of one checkpoint ``checkpoints/<tag>/``:
-
-* ``model.safetensors`` — trainable parameters only (frozen weights come from their original
-  source when the model is built);
-* ``training_state.pt`` — optimizer, scheduler, GradScaler, every rank's RNG states and the
-  progress (epoch, step, position in the data), saved with plain types and tensors so that
-  ``torch.load(weights_only=True)`` reads it;
-* ``config.yaml`` — the merged config; ``meta.json`` — tag, step, epoch, metrics, files.
-
-A checkpoint is written into ``checkpoints/.tmp-<tag>-<pid>/``, flushed to disk, then renamed to
-``<tag>``; ``latest`` and ``best`` are small text files naming a tag, replaced atomically
-after the rename. A process killed at any moment leaves either the previous pointers or the
-new complete checkpoint — never a half-written directory that resume would pick up.
-"""
+"""Checkpoint directories under ``<output_dir>/checkpoints/``, written atomically (layout and
+guarantees: docs/engine.md, "Checkpoints")."""
 
 from __future__ import annotations
 
@@ -57,10 +43,8 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
     random.setstate(_to_tuple(state["python"]))
     np_state = state["numpy"]
-    np.random.set_state((
-        np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-        np_state["has_gauss"], np_state["cached_gaussian"],
-    ))
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -161,8 +145,7 @@ class CheckpointStore:
         return [name for _, _, name in sorted(found)]
 
     def resolve(self, spec: str) -> Path:
-        """The checkpoint ``run.resume_ckpt_path`` names: ``latest`` or ``best`` of this store, else
-        what :func:`resolve_checkpoint` makes of it."""
+        """``latest`` or ``best`` of this store, else what :func:`resolve_checkpoint` makes of ``spec``."""
         if spec in POINTERS:
             tag = self.pointer(spec)
             if tag is None and spec == "latest" and self.tags():
@@ -175,10 +158,8 @@ class CheckpointStore:
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:
-    """The one reading of a checkpoint a user names (``--checkpoint``, ``run.resume_ckpt_path``,
-    ``load_model_for_inference``): a weights file (``.safetensors``, ``.pth`` ...) as is; an mm
-    checkpoint directory; a run's ``checkpoints`` folder or its ``latest`` / ``best`` pointer file
-    becomes the checkpoint directory the pointer names. Anything else is a :class:`CheckpointError`."""
+    """The one reading of a checkpoint a user names: a weights file as is, an mm checkpoint directory,
+    or the directory a run's ``checkpoints`` folder or pointer file names (docs/engine.md)."""
     path = Path(spec).expanduser()
     if path.is_file() and path.name not in POINTERS:
         return path
@@ -187,12 +168,10 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     if path.is_dir() and not is_complete(path) and (path / "latest").is_file():
         return CheckpointStore(path).resolve("latest")
     if not path.is_dir() or not is_complete(path):
-        raise CheckpointError(
-            f"{path} is neither a weights file nor a complete mm checkpoint directory "
-            f"(one needs {META_FILE}, {MODEL_FILE}, {STATE_FILE})",
-            hint="give a .safetensors/.pth file, <output_dir>/checkpoints/<tag>, <output_dir>/checkpoints or its "
-                 "'latest' / 'best' pointer (run.resume_ckpt_path=latest continues the run in run.output_dir)",
-        )
+        raise CheckpointError(f"{path} is neither a weights file nor a complete mm checkpoint directory "
+                              f"(one needs {META_FILE}, {MODEL_FILE}, {STATE_FILE})",
+                              hint="give a .safetensors/.pth file, <output_dir>/checkpoints/<tag>, <output_dir>/checkpoints "
+                              "or its 'latest' / 'best' pointer (run.resume_ckpt_path=latest continues the run in run.output_dir)")
     return path
 
 

@@ -1,17 +1,10 @@
-"""Data for the runners: the train stream and evaluation loaders.
-
-The order of training samples is a pure function of ``(seed, data epoch)``: a resumed run
-re-creates the permutation of the epoch it stopped in and skips the batches it already used,
-so it sees exactly the batches an uninterrupted run would. Every DataLoader gets its own
-seeded generator, so creating one never draws from the global torch RNG.
-
-``run.group_by_length`` batches samples of similar length (:class:`LengthGroupedSampler`, from
-the dataset's ``sample_lengths()``), so dynamic padding computes far fewer pad tokens.
-"""
+"""Data for the runners: the resumable train stream (plain, length-grouped or mixed by
+``run.train_dataset_ratios``) and the evaluation loaders. Order, resume and mixing: docs/run_keys.md."""
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,18 +56,8 @@ class ResumableSampler(DistributedSampler):
 
 
 class LengthGroupedSampler(ResumableSampler):
-    """Batches of samples of similar length, in a random order that is a pure function of
-    ``(seed, epoch)`` (so resume stays exact), the same on every rank.
-
-    Per epoch: a seeded permutation is cut into megabatches of ``mega_batches`` global batches
-    (a global batch is ``batch_size`` samples for each of the ``num_replicas`` ranks); each
-    megabatch is sorted by length, longest first, and cut into global batches; the global
-    batches are shuffled and rank ``r`` takes the ``r``-th ``batch_size`` slice of each. So the
-    ranks of one step hold similar lengths too (DDP waits for the slowest). This is the
-    megabatch scheme of Hugging Face's ``LengthGroupedSampler``, made DDP-aware and resumable;
-    it is written here because mm-core does not depend on transformers.
-    Incomplete global batches are dropped (``drop_last``), as the plain sampler does.
-    """
+    """Batches of samples of similar length (Hugging Face's megabatch scheme, DDP-aware and
+    resumable: docs/run_keys.md), in a random order that is a pure function of ``(seed, epoch)``."""
 
     def __init__(self, dataset: Dataset, lengths: list[int], batch_size: int, num_replicas: int, rank: int,
                  seed: int, mega_batches: int = 50):
@@ -116,11 +99,10 @@ def sample_lengths_of(dataset: Dataset) -> list[int]:
         return [n for part in dataset.datasets for n in sample_lengths_of(part)]
     method = getattr(dataset, "sample_lengths", None)
     if method is None:
-        raise ConfigError(
-            f"run.group_by_length is set but the dataset {type(dataset).__name__} has no sample_lengths() method",
-            hint="set run.group_by_length: false, or give the dataset a sample_lengths() returning one "
-            "(approximate) length per sample",
-        )
+        raise ConfigError(f"run.group_by_length is set but the dataset {type(dataset).__name__} has no "
+                          "sample_lengths() method",
+                          hint="set run.group_by_length: false, or give the dataset a sample_lengths() returning one "
+                          "(approximate) length per sample")
     return [int(n) for n in method()]
 
 
@@ -133,12 +115,8 @@ class StreamPosition:
 
 
 class TrainStream:
-    """Endless batches of the training set, epoch after epoch, with a resumable position.
-
-    ``batches_per_epoch`` is the number of full batches per rank (``drop_last``), so every rank
-    takes the same number of steps. ``group_by_length`` batches samples of similar length
-    together (:class:`LengthGroupedSampler`).
-    """
+    """Endless full batches (``drop_last``, the same number per rank) of the training set, epoch
+    after epoch, from a resumable position; ``group_by_length`` uses :class:`LengthGroupedSampler`."""
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int = 0,
                  group_by_length: bool = False):
@@ -186,6 +164,54 @@ class TrainStream:
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.position = StreamPosition(int(state["data_epoch"]), int(state["batch"]))
         self._iterator = None
+
+
+class MixedTrainStream:
+    """``run.train_dataset_ratios`` (LAVIS' ``MultiIterLoader``): each batch whole from one dataset,
+    drawn by ratio as a function of ``(seed, step)``; resumable (docs/run_keys.md)."""
+
+    def __init__(self, streams: dict[str, TrainStream], ratios: dict[str, float], seed: int):
+        self.streams, self.names, self.seed, self.draws = streams, list(streams), seed, 0
+        self.weights = [ratios[name] / sum(ratios.values()) for name in self.names]
+        self.batches_per_epoch = sum(stream.batches_per_epoch for stream in streams.values())
+
+    def next(self) -> Any:
+        name = random.Random(_mix(self.seed, self.draws, 999_983)).choices(self.names, self.weights)[0]
+        self.draws += 1
+        return self.streams[name].next()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"draws": self.draws, "streams": {name: s.state_dict() for name, s in self.streams.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if set(state.get("streams", {})) != set(self.streams):
+            raise ConfigError(f"the checkpoint's data position is for datasets {sorted(state.get('streams', {}))}, "
+                              f"run.train_dataset_ratios names {sorted(self.streams)}",
+                              hint="resume with the train_dataset_ratios the checkpoint was written with")
+        self.draws = int(state["draws"])
+        for name, stream in self.streams.items():
+            stream.load_state_dict(state["streams"][name])
+
+
+def build_train_stream(datasets: Mapping[str, Mapping[str, Dataset]], s: Any, rank: int,
+                       world_size: int) -> TrainStream | MixedTrainStream:
+    """The train stream of run settings ``s``: the train splits concatenated, or sampled by
+    ``s.train_dataset_ratios`` (``{dataset name: ratio}``, every training dataset named once)."""
+    def stream(parts: Mapping[str, Mapping[str, Dataset]]) -> TrainStream:
+        return TrainStream(concat_train_splits(parts, s.train_splits), s.batch_size_train, s.seed, rank, world_size,
+                           s.num_workers, s.group_by_length)
+
+    ratios = s.train_dataset_ratios
+    if not ratios:
+        return stream(datasets)
+    training = [name for name, splits in datasets.items() if any(split in splits for split in s.train_splits)]
+    bad = {k: v for k, v in ratios.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0}
+    if set(ratios) != set(training) or bad:
+        raise ConfigError(f"run.train_dataset_ratios {dict(ratios)} must give a positive ratio to each dataset with a "
+                          f"train split, {training}, and to no other" + (f" (bad values: {bad})" if bad else ""),
+                          hint="e.g. train_dataset_ratios: {" + ", ".join(f"{n}: 1.0" for n in training) + "}")
+    return MixedTrainStream({name: stream({name: datasets[name]}) for name in training},
+                            {k: float(v) for k, v in ratios.items()}, s.seed)
 
 
 class ShardSampler(Sampler[int]):

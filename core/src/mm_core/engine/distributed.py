@@ -1,9 +1,5 @@
-"""The process group, from the environment ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; multi-node launches: docs/distributed.md).
-
-Single-process runs have no process group, and every collective here is then a no-op (a bare
-``dist.barrier()`` crashes LAVIS' single-process runs).
-"""
+"""The process group, from the environment ``torchrun`` sets (docs/distributed.md); without one
+(single-process runs) every collective here is a no-op."""
 
 from __future__ import annotations
 
@@ -79,12 +75,9 @@ class DistContext:
 
 
 def init_distributed(device: str | None = None, backend: str | None = None, timeout_s: float = 1800.0) -> DistContext:
-    """Start the process group when torchrun launched more than one process.
-
-    ``device`` is ``run.device`` (``cuda`` falls back to CPU when no GPU is visible); the
-    backend defaults to nccl on GPU and gloo on CPU. ``timeout_s`` bounds every collective,
-    so a dead rank ends the job instead of hanging it.
-    """
+    """Start the process group when torchrun launched more than one process. ``device`` is ``run.device`` (``cuda``
+    falls back to CPU when no GPU is visible); the backend defaults to nccl on GPU and gloo on CPU. ``timeout_s``
+    bounds every collective, so a dead rank ends the job instead of hanging it."""
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

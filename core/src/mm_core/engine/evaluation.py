@@ -1,7 +1,5 @@
-"""Evaluating one split: every rank runs ``task.valid_step`` over its shard, the results are
-gathered to rank 0 over the process group (no shared filesystem needed), and rank 0 asks the
-task for the split's metrics and then saves the results as JSON (after the metrics, so that a
-task can add per-sample scores to the records; see :mod:`mm_core.base.results`)."""
+"""Evaluating one split: each rank runs ``task.valid_step`` over its shard; the results are gathered
+to rank 0 over the process group, which scores them, then saves them (so tasks can add scores)."""
 
 from __future__ import annotations
 
@@ -19,8 +17,10 @@ from mm_core.engine.precision import Precision
 @torch.no_grad()
 def evaluate_split(task: Any, model: torch.nn.Module, dataset: Dataset, split: str, epoch: int | str,
                    ctx: DistContext, precision: Precision, batch_size: int, num_workers: int = 0,
-                   output_dir: Path | None = None, save_results: bool = True) -> dict[str, float] | None:
-    """Metrics of ``split`` on rank 0 (``None`` on other ranks)."""
+                   output_dir: Path | None = None, save_results: bool = True,
+                   report_metric: bool = True) -> dict[str, float] | None:
+    """Metrics of ``split`` on rank 0 (``None`` on other ranks); with ``report_metric`` false
+    (LAVIS' ``run.report_metric``: splits without references) the results are saved unscored."""
     was_training = model.training
     model.eval()
     try:
@@ -38,7 +38,8 @@ def evaluate_split(task: Any, model: torch.nn.Module, dataset: Dataset, split: s
         return None
     merged = [r for part in gathered for r in part]
     try:
-        metrics = task.after_evaluation(results=merged, split=split, epoch=epoch, output_dir=output_dir)
+        metrics = (task.after_evaluation(results=merged, split=split, epoch=epoch, output_dir=output_dir)
+                   if report_metric else {"agg_metrics": 0.0})
     finally:  # results are saved even when scoring fails: they are what one looks at then
         if save_results and output_dir is not None and hasattr(task, "save_results"):
             task.save_results(merged, output_dir, split.replace("/", "_"), epoch)

@@ -23,11 +23,9 @@ def check_finite(loss: float, step: int, epoch: int, last_checkpoint: str | None
     if math.isfinite(loss):
         return
     kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved yet"
-    raise NonFiniteLossError(
-        f"loss is {loss} at optimizer step {step} (epoch {epoch}); training stopped and {kept}",
-        hint="lower run.init_lr, set run.grad_norm_clip, check the data of this step, or use bf16 instead of "
-        "fp16; resume with run.resume_ckpt_path=latest",
-    )
+    raise NonFiniteLossError(f"loss is {loss} at optimizer step {step} (epoch {epoch}); training stopped and {kept}",
+                             hint="lower run.init_lr, set run.grad_norm_clip, check the data of this step, or use "
+                             "bf16 instead of fp16; resume with run.resume_ckpt_path=latest")
 
 
 class StopSignals:
@@ -68,10 +66,8 @@ def preflight_output_dir(output_dir: Path, needed_bytes: int = 0) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
-        raise CheckpointError(
-            f"output directory {output_dir} is not writable: {exc.strerror or exc}",
-            hint="set run.output_dir to a writable folder",
-        ) from exc
+        raise CheckpointError(f"output directory {output_dir} is not writable: {exc.strerror or exc}",
+                              hint="set run.output_dir to a writable folder") from exc
     free = shutil.disk_usage(output_dir).free
     if needed_bytes and free < needed_bytes:
         raise CheckpointError(f"only {free / 2**20:.0f} MiB free under {output_dir}; one checkpoint needs about "

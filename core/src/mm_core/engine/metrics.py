@@ -1,13 +1,5 @@
-"""Where a run's numbers go: ``<output_dir>/metrics.jsonl`` and a tqdm progress bar with ETA
-(other sinks, such as TensorBoard, are lifecycle plugins).
-
-Only rank 0 writes; other ranks get a :class:`MetricsLog` that drops everything.
-``metrics.jsonl`` holds one JSON object per event, appended (a resumed run continues the file)::
-
-    {"type": "train", "step": 10, "epoch": 0, "lr": 1e-4, "loss": 0.5, "loss_mse": 0.5,
-     "samples_per_sec": 812.3, "max_memory_mb": 210.4, "wall_time": 3.2, "time": 1700000000.0}
-    {"type": "eval", "split": "val", "step": 10, "epoch": 0, "agg_metrics": -0.4, ...}
-"""
+"""Where a run's numbers go: ``<output_dir>/metrics.jsonl`` (rank 0 only) and a tqdm progress bar
+with ETA; the event format is in docs/engine.md, "Metrics"."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""The optimizer: AdamW over parameter groups.
-
-A model may supply its own groups (``BaseModel.get_optimizer_params``, e.g. BLIP-2's
-layer-wise decay), each with an optional ``lr_scale`` that the schedulers honour. Otherwise
-the trainable parameters are split into two groups: with weight decay, and without it for
-biases, norms and other 1-D parameters (decaying a LayerNorm gain only pulls it to zero).
-"""
+"""The optimizer: AdamW over the model's own parameter groups (``lr_scale`` honoured), else
+decay / no-decay groups (1-D parameters are not decayed; docs/engine.md, "Optimizer")."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Mixed precision: which autocast to run the forward pass in, and whether to scale the loss.
-
-``run.amp: True`` means autocast on CUDA, fp16 unless ``run.autocast_dtype: bf16`` (LAVIS'
-default is fp16). On CPU runs stay in fp32 unless ``autocast_dtype`` asks for bf16 explicitly.
-A GradScaler is used only for fp16; ``run.loss_scale`` turns it off (``False``) or sets its
-initial scale (a number).
-"""
+"""Mixed precision: the autocast of the forward pass and whether to scale the loss (``run.amp``,
+``run.autocast_dtype``, ``run.loss_scale``; docs/engine.md, "Precision")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """``run_config``: everything ``mmrun --config run.yaml`` does after the config is merged.
 
 Also runnable as ``python -m mm_core.engine.run --config run.yaml [--options k=v ...]``, the
-same thing without the rest of the CLI (handy under ``torchrun``).
-"""
+same thing without the rest of the CLI (handy under ``torchrun``)."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from mm_core.engine.distributed import DistContext, init_distributed, shutdown_d
 from mm_core.engine.guards import preflight_output_dir
 from mm_core.engine.settings import RunSettings
 from mm_core.errors import MMError
+from mm_core.weights import report_weights
 
 log = logging.getLogger("mm_core.engine")
 
@@ -58,6 +58,7 @@ def run_config(loaded: LoadedConfig) -> int:
         task = registry.resolve("tasks", settings.task).setup_task(cfg)
         datasets = task.build_datasets(cfg)
         model = task.build_model(cfg)
+        report_weights(model, output_dir if ctx.is_main else None)
         runner_cls = registry.resolve("runners", settings.runner)
         runner = runner_cls(cfg, task, model, datasets)
         result = runner.evaluate() if settings.evaluate else runner.train()

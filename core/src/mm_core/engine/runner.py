@@ -1,11 +1,5 @@
-"""Runners: the training loop shared by ``runner_base`` (epochs) and ``runner_iter`` (iterations).
-
-A runner is built as ``Runner(cfg, task, model, datasets)`` and driven by :meth:`Runner.train`
-or :meth:`Runner.evaluate`: epochs of micro-batches from the :class:`~mm_core.engine.data.TrainStream`,
-``accum_grad_iters`` micro-batches per optimizer step. Subclasses say how long each epoch is
-(:meth:`Runner.plan`); the methods a plugin's runner may override are the runner API of
-docs/plugins.md ("Writing a runner").
-"""
+"""Runners: the training loop shared by ``runner_base`` (epochs) and ``runner_iter`` (iterations);
+the loop and the methods a plugin's runner may override: docs/plugins.md, "Writing a runner"."""
 
 from __future__ import annotations
 
@@ -21,13 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mm_core.base.dataset import batch_size_of
-from mm_core.engine.checkpoint import (
-    CheckpointStore,
-    capture_rng,
-    read_training_state,
-    restore_rng,
-)
-from mm_core.engine.data import TrainStream, concat_train_splits, move_to_device
+from mm_core.engine.checkpoint import CheckpointStore, capture_rng, read_training_state, restore_rng
+from mm_core.engine.data import MixedTrainStream, TrainStream, build_train_stream, move_to_device
 from mm_core.engine.distributed import DistContext, init_distributed
 from mm_core.engine.evaluation import evaluate_split
 from mm_core.engine.guards import StopSignals, check_finite, preflight_output_dir
@@ -75,7 +64,7 @@ class Runner:
         self.wrapped_model: torch.nn.Module = self.model
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: Any = None
-        self.stream: TrainStream | None = None
+        self.stream: TrainStream | MixedTrainStream | None = None
         self.metrics: MetricsLog | None = None
         self.last_checkpoint: str | None = None
         self.eval_history: dict[str, list[tuple[int | str, dict[str, float]]]] = {}
@@ -127,9 +116,7 @@ class Runner:
     def setup_training(self) -> list[int]:
         s = self.settings
         self.check_splits(training=True)
-        train_set = concat_train_splits(self.datasets, s.train_splits)
-        self.stream = TrainStream(train_set, s.batch_size_train, s.seed, self.ctx.rank, self.ctx.world_size,
-                                  s.num_workers, s.group_by_length)
+        self.stream = build_train_stream(self.datasets, s, self.ctx.rank, self.ctx.world_size)
         epochs = self.plan()
         if self.ctx.is_main:
             trainable_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
@@ -144,14 +131,11 @@ class Runner:
         labels = self.eval_labels(self.settings.valid_splits)
         best = self.settings.best_split
         if training and best is not None and best not in labels:
-            raise ConfigError(
-                f"run.best_split '{best}' is not among the evaluated validation splits {list(labels)}",
-                hint="add it to run.valid_splits (as <split>, or <dataset>/<split> with several datasets)",
-            )
+            raise ConfigError(f"run.best_split '{best}' is not among the evaluated validation splits {list(labels)}",
+                              hint="add it to run.valid_splits (as <split>, or <dataset>/<split> with several datasets)")
 
     def eval_labels(self, splits: list[str]) -> dict[str, Any]:
-        """``label -> dataset`` for the given split names across datasets (label = split, or
-        ``dataset/split`` when several datasets are configured)."""
+        """``label -> dataset`` of the given splits (label: ``split``, or ``dataset/split`` with several)."""
         labels = {}
         several = len(self.datasets) > 1
         for name, splits_of in self.datasets.items():
@@ -321,7 +305,8 @@ class Runner:
         results: dict[str, dict[str, float]] = {}
         for label, dataset in self.eval_labels(splits).items():
             metrics = evaluate_split(self.task, self.model, dataset, label, epoch, self.ctx, self.precision,
-                                     s.batch_size_eval, s.num_workers, self.output_dir, s.save_results)
+                                     s.batch_size_eval, s.num_workers, self.output_dir, s.save_results,
+                                     s.report_metric)
             if metrics is None:
                 continue
             results[label] = metrics
@@ -427,17 +412,16 @@ class Runner:
         """Continue from a checkpoint directory: weights, optimizer, scheduler, scaler, progress,
         data position and (for the same world size) every rank's RNG state."""
         if not path.is_dir():
-            raise CheckpointError(f"{path}: resuming needs an mm checkpoint directory",
-                                  hint="to start from weights only, use model.load_checkpoint / the model's options")
+            raise CheckpointError(f"{path}: resuming needs an mm checkpoint directory (a .pth such as LAVIS' or "
+                                  "MiniGPT4-Qwen's checkpoint_*.pth holds another runner's optimizer state)",
+                                  hint="start a new run from its weights: model.finetuned: <file>, load_finetuned: true")
         self.load_model_weights(path)
         state = read_training_state(path)
         if not state.get("optimizer"):
-            raise CheckpointError(
-                f"{path} holds no optimizer state for {type(self).__name__} (it was written by another "
-                "runner, e.g. deepspeed_runner, whose optimizer state lives in its own folder)",
-                hint="resume with the runner that wrote it, or start a new run from its weights "
-                "(model.load_checkpoint / run.evaluate)",
-            )
+            raise CheckpointError(f"{path} holds no optimizer state for {type(self).__name__} (it was written by another "
+                                  "runner, e.g. deepspeed_runner, whose optimizer state lives in its own folder)",
+                                  hint="resume with the runner that wrote it, or start a new run from its weights "
+                                  "(model.load_checkpoint / run.evaluate)")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.precision.scaler is not None and state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
@@ -463,8 +447,7 @@ class Runner:
 
 
 def format_eval_history(history: dict[str, list[tuple[int | str, dict[str, float]]]]) -> str:
-    """A table of each split's metrics at its first and last evaluation (e.g. before and after
-    training when ``run.eval_before_train`` is set)."""
+    """A table of each split's metrics at its first and last evaluation (before and after training)."""
     lines = []
     for label, evaluations in history.items():
         (first_epoch, first), (last_epoch, last) = evaluations[0], evaluations[-1]

@@ -1,15 +1,5 @@
-"""Learning-rate schedules, chosen by ``run.lr_sched`` through the registry (plugins add more
-by registering a :class:`LRScheduler` subclass with ``register_lr_schedulers``).
-
-The constructor arguments are LAVIS': ``optimizer, max_epoch, min_lr, init_lr, decay_rate,
-warmup_start_lr, warmup_steps`` (plus ``iters_per_epoch`` and ``max_iters``, which a schedule
-may use). The engine calls :meth:`LRScheduler.step` before every optimizer step with the
-current epoch and the global optimizer step. The learning rate is a pure function of those
-two numbers, so a resumed run follows the same curve; ``state_dict`` records the settings.
-
-Unlike LAVIS, warmup is counted in global steps, so ``warmup_steps`` longer than one epoch
-warms up smoothly instead of jumping to the epoch schedule when epoch 1 starts.
-"""
+"""Learning-rate schedules, chosen by ``run.lr_sched`` through the registry: LAVIS' constructor
+arguments, warmup in global steps, a pure function of (epoch, step) (docs/engine.md, "Schedules")."""
 
 from __future__ import annotations
 

@@ -1,13 +1,11 @@
-"""RunSettings: the ``run`` block's schema and its typed view — the one list of the engine's ``run.*`` keys.
-
-Config validation reads the key types from these fields (:func:`run_key_types`); tasks, runners and
-plugins add keys through their registration. LAVIS YAMLs write numbers loosely (``max_iters: 2e4``,
-``init_lr: 1e-4`` that plain YAML reads as a string): they are coerced here once, with errors naming
-the key, so the rest of the engine works with plain Python values.
-"""
+"""RunSettings: the ``run`` block's schema and its typed view — the one list of the engine's
+``run.*`` keys, LAVIS' loosely written numbers coerced with errors naming the key (docs/run_keys.md)."""
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -73,8 +71,7 @@ class RunSettings:
     # logging
     log_freq: int = 50
     progress_bar: bool | None = None
-    # accepted so that LAVIS' and MiniGPT4-Qwen's files load unchanged; not read by mm's runners
-    # (torchrun sets the process group; DDP or the DeepSpeed runner replace FSDP)
+    # LAVIS' / MiniGPT4-Qwen's keys: what each does here is in docs/run_keys.md
     optimizer: str | None = None
     use_dist_eval_sampler: bool | None = None
     train_dataset_ratios: dict | None = None
@@ -87,7 +84,7 @@ class RunSettings:
     cpu_offload: bool | None = None
     min_num_params: float | None = None
     eval_freq: int | None = None  # MiniGPT4-Qwen's name for val_freq
-    report_metric: bool | None = None
+    report_metric: bool = True
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict | None) -> RunSettings:
@@ -109,21 +106,50 @@ class RunSettings:
         return settings
 
     def _check(self) -> None:
-        if self.accum_grad_iters < 1:
-            raise ConfigError(f"run.accum_grad_iters must be >= 1, got {self.accum_grad_iters}")
         if self.best_mode not in ("max", "min"):
             raise ConfigError(f"run.best_mode must be 'max' or 'min', got {self.best_mode!r}")
         if self.autocast_dtype not in (None, "bf16", "fp16", "bfloat16", "float16"):
             raise ConfigError(f"run.autocast_dtype must be bf16 or fp16, got {self.autocast_dtype!r}",
                               hint="autocast_dtype: bf16 (CUDA/CPU) or fp16 (CUDA, with a GradScaler)")
-        for name in ("batch_size_train", "batch_size_eval", "keep_last", "log_freq", "val_freq", "ckpt_freq"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"run.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("accum_grad_iters", "batch_size_train", "batch_size_eval", "keep_last", "log_freq", "val_freq",
+                     "ckpt_freq", "max_iters", "iters_per_inner_epoch", "iters_per_epoch", "ckpt_iters", "num_threads",
+                     "max_epoch", "warmup_steps", "num_workers", "min_num_params"):
+            least = 0 if name in ("warmup_steps", "num_workers", "min_num_params") or (
+                name == "max_epoch" and self.evaluate) else 1
+            if getattr(self, name) is not None and getattr(self, name) < least:
+                raise ConfigError(f"run.{name} must be >= {least}, got {getattr(self, name)}")
+        _check_lavis_keys(self)
 
     @property
     def warmup_start_lr(self) -> float:
         """LAVIS' ``warmup_lr``; a negative value means "start the warmup at ``init_lr``"."""
         return self.init_lr if self.warmup_lr < 0 else self.warmup_lr
+
+
+def _check_lavis_keys(s: RunSettings) -> None:
+    """LAVIS' launcher and FSDP keys: what mm does anyway is accepted, the rest refused (docs/run_keys.md)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    refused = {  # key: (asks for what mm does not do, what to do instead)
+        "optimizer": (str(s.optimizer).lower() not in ("none", "adamw"), "mm's runners train with AdamW: remove it"),
+        "dist_url": (s.dist_url not in (None, "env://"), "mm joins torchrun's env:// group: launch with torchrun"),
+        "fsdp": (bool(s.fsdp), "mm has no FSDP: use runner deepspeed_runner (ZeRO stage 3) or DDP"),
+        "cpu_offload": (bool(s.cpu_offload), "use deepspeed_runner's zero_optimization.offload_optimizer"),
+        "distributed": (s.distributed is False and launched > 1, f"torchrun started {launched} processes: remove it"),
+        "use_dist_eval_sampler": (s.use_dist_eval_sampler is False and launched > 1,
+                                  "mm evaluates each split sharded across the ranks: remove it"),
+    }
+    for key, (bad, instead) in refused.items():
+        if bad:
+            raise ConfigError(f"run.{key}: {getattr(s, key)!r} is not supported", hint=f"{instead} (docs/run_keys.md)")
+    actual = {"world_size": launched, "rank": int(os.environ.get("RANK", "0")), "gpu": int(os.environ.get("LOCAL_RANK", "0"))}
+    for key, value in actual.items():
+        if getattr(s, key) is not None and getattr(s, key) != value:
+            _warn_once(f"run.{key}: {getattr(s, key)} in the config, {value} from the launcher: the launcher's is used")
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
 
 
 def run_key_types() -> dict[str, str]:

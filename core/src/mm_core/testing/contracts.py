@@ -21,16 +21,16 @@ def _fail(kind: str, name: str, problem: str) -> ContractError:
     return ContractError(f"{kind} '{name}': {problem}")
 
 
-def check_model(arch: str, batch: Any, model_type: str = "tiny") -> Any:
-    """Build ``arch``/``model_type`` twice from its config (same seed -> same weights), run
-    ``forward(batch)`` (a dict with a scalar ``loss`` that back-propagates to trainable
-    parameters), and round-trip the trainable weights through a safetensors checkpoint."""
+def check_model(arch: str, batch: Any, model_type: str = "tiny", options: dict[str, Any] | None = None) -> Any:
+    """Build ``arch``/``model_type`` twice (same seed), check ``forward(batch)``'s finite scalar ``loss``
+    reaches trainable parameters, and round-trip them through safetensors; ``options`` are ``model.*``
+    keys merged as a config file's (docs/plugins.md, "Testing a plugin")."""
     import torch
     from safetensors.torch import save_file
 
-    from mm_core.config.loader import load_model_defaults
+    from mm_core.config.loader import load_config
 
-    cfg = load_model_defaults(arch, model_type).model
+    cfg = load_config({"model": {"arch": arch, "model_type": model_type, **(options or {})}}).config.model
     model_cls = get_registry().resolve("models", arch)
     torch.manual_seed(0)
     model = model_cls.from_config(cfg)
@@ -113,17 +113,18 @@ def check_task(name: str) -> Any:
     return task
 
 
-def check_plugin(plugin: str, cache_dir: str | Path, batches: dict[str, Any] | None = None) -> list[str]:
-    """Run every contract check on the names plugin ``plugin`` registers; returns what was checked.
+def check_plugin(plugin: str, cache_dir: str | Path, batches: dict[str, Any] | None = None,
+                 llm_options: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Check every name ``plugin`` registers (docs/plugins.md, "Testing a plugin"); returns ``"kind:name"``
+    of each. A model is fed ``batches[arch]``, else two collated train samples of the plugin's first
+    dataset; a backend is built with ``llm_options[name]``."""
+    from mm_core.registry import KINDS
+    from mm_core.testing.llm_contract import check_llm_backend
 
-    A model is fed ``batches[arch]`` when given, otherwise two samples of the first dataset the
-    same plugin registers (train split), collated.
-    """
     registry = get_registry()
-    mine = {kind: [e.name for e in registry.entries(kind) if e.plugin.name == plugin]
-            for kind in ("models", "processors", "datasets", "tasks")}
+    mine = {kind: [e.name for e in registry.entries(kind) if e.plugin.name == plugin] for kind in KINDS}
     if not any(mine.values()):
-        raise MMError(f"plugin '{plugin}' registers no model, processor, dataset or task")
+        raise MMError(f"plugin '{plugin}' registers no name", hint="`mmrun plugins -v` shows what each plugin registers")
     checked: list[str] = []
     splits: dict[str, Any] = {}
     for name in mine["datasets"]:
@@ -132,6 +133,9 @@ def check_plugin(plugin: str, cache_dir: str | Path, batches: dict[str, Any] | N
     for name in mine["tasks"]:
         check_task(name)
         checked.append(f"tasks:{name}")
+    for name in mine["llms"]:
+        check_llm_backend(name, (llm_options or {}).get(name))
+        checked.append(f"llms:{name}")
     for name in mine["models"]:
         batch = (batches or {}).get(name)
         if batch is None and splits:
@@ -142,6 +146,6 @@ def check_plugin(plugin: str, cache_dir: str | Path, batches: dict[str, Any] | N
         for model_type in registry.model_types(name):
             check_model(name, batch, model_type)
         checked.append(f"models:{name}")
-    for name in mine["processors"]:
-        checked.append(f"processors:{name}")  # built by the builder check when a dataset uses them
+    for kind in ("processors", "runners", "lr_schedulers", "metrics", "commands"):
+        checked += [f"{kind}:{name} (imported)" for name in mine[kind] if registry.resolve(kind, name)]
     return checked

@@ -1,9 +1,5 @@
-"""pytest fixtures for plugin authors (loaded through mm-core's ``pytest11`` entry point).
-
-* ``mm_register(plugin, name=None)`` — register a plugin object/module for this test only.
-* ``mm_config(**kw)`` — :func:`mm_core.testing.make_config`.
-* ``mm_train(loaded, **run)`` — :func:`mm_core.testing.run_training` into the test's ``tmp_path``.
-"""
+"""pytest fixtures for plugin authors (mm-core's ``pytest11`` entry point): ``mm_register``,
+``mm_config``, ``mm_train`` (docs/plugins.md, "Testing a plugin")."""
 
 from __future__ import annotations
 
@@ -15,18 +11,12 @@ import pytest
 
 @pytest.fixture
 def mm_register() -> Iterator[Callable[..., Any]]:
-    from mm_core.plugins import register_plugin, unregister_plugin
+    from contextlib import ExitStack
 
-    names: list[str] = []
+    from mm_core.plugins import plugin_registered
 
-    def register(plugin: Any, name: str | None = None) -> Any:
-        info = register_plugin(plugin, name=name)
-        names.append(info.name)
-        return info
-
-    yield register
-    for name in reversed(names):
-        unregister_plugin(name)
+    with ExitStack() as stack:  # an installed plugin is used as it is (mm_core.plugins.plugin_registered)
+        yield lambda plugin, name=None: stack.enter_context(plugin_registered(plugin, name))
 
 
 @pytest.fixture

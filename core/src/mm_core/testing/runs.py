@@ -13,10 +13,8 @@ from mm_core.config.loader import LoadedConfig, load_config
 def make_config(model: str | None = None, model_type: str = "tiny", datasets: dict[str, Any] | None = None,
                 run: dict[str, Any] | None = None, model_options: dict[str, Any] | None = None,
                 options: list[str] | tuple[str, ...] = ()) -> LoadedConfig:
-    """A merged, validated config for ``model``/``model_type`` on ``datasets`` (names -> blocks).
-
-    ``run`` defaults to a short single-process CPU run of the ``base`` task with a constant lr.
-    """
+    """A merged, validated config for ``model``/``model_type`` on ``datasets`` (names -> blocks). ``run`` defaults
+    to a short single-process CPU run of the ``base`` task with a constant lr."""
     user: dict[str, Any] = {}
     if model is not None:
         user["model"] = {"arch": model, "model_type": model_type, **(model_options or {})}

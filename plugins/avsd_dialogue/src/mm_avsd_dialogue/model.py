@@ -54,9 +54,11 @@ class GPTDialogue(BaseModel):
                 hint=f"set model.len_tokenizer: {len(tokenizer)}",
             )
         pretrained = config_value(cfg, "pretrained", None)
+        missing: list[str] = []
         if pretrained:
             try:
-                gpt = GPT2LMHeadModel.from_pretrained(str(pretrained))
+                gpt, info = GPT2LMHeadModel.from_pretrained(str(pretrained), output_loading_info=True)
+                missing = [f"gpt.{k}" for k in info["missing_keys"]]
             except OSError as exc:
                 raise ConfigError(
                     f"model.pretrained: cannot load GPT-2 weights from '{pretrained}': {exc}",
@@ -75,7 +77,35 @@ class GPTDialogue(BaseModel):
             ))
         # room for the dialogue's special tokens (GPT-2 has 50257 tokens, the format adds 7)
         gpt.resize_token_embeddings(len_tokenizer)
-        return cls(gpt, tokenizer, len_video_ft=int(config_value(cfg, "len_video_ft", 4224)))
+        model = cls(gpt, tokenizer, len_video_ft=int(config_value(cfg, "len_video_ft", 4224)))
+        model.check_weights(cfg, str(pretrained) if pretrained else None, missing)
+        return model
+
+    def check_weights(self, cfg: DictConfig, pretrained: str | None, missing: list[str]) -> None:
+        """Record where each tensor came from (``self.weight_sources``): GPT-2 from ``pretrained``
+        except what that file lacked; ``video_ff`` / ``video_ff_out`` are new (as in LAVIS). Without
+        ``pretrained`` the model is random by design (``tiny``); with it, a GPT-2 tensor the file
+        lacks stops the build (``model.allow_random_init`` opts out)."""
+        from mm_core.weights import WeightSources
+
+        keys = list(self.state_dict())
+        sources = self.weight_sources = WeightSources()
+        if not pretrained:
+            sources.fresh(keys, "random init (the config names no weight file)")
+            return
+        gpt_keys = [k for k in keys if k.startswith("gpt.")]
+        sources.loaded([k for k in gpt_keys if k not in set(missing)], pretrained)
+        sources.fresh([k for k in keys if k.startswith("video_ff")], "new video projections (as in LAVIS)")
+        sources.check(keys, config_value(cfg, "allow_random_init", None),
+                      {"gpt": "model.pretrained to a complete GPT-2 (hub id or directory)"},
+                      what=f"model gpt_dialogue/{config_value(cfg, 'model_type', '?')}")
+
+    @classmethod
+    def weights_plan(cls, cfg: DictConfig) -> list[tuple[str, str]]:
+        pretrained = config_value(cfg, "pretrained", None)
+        if not pretrained:
+            return [("everything", "random init (the config names no weight file)")]
+        return [("gpt (GPT-2)", f"{pretrained} (Hugging Face)"), ("video_ff, video_ff_out", "fresh (new, as in LAVIS)")]
 
     def map_checkpoint_keys(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """LAVIS' GPTDialogue *is* a GPT2LMHeadModel (``transformer.*``, ``lm_head.*``); here GPT-2

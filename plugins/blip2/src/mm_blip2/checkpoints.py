@@ -1,6 +1,19 @@
-"""Loading LAVIS and Hugging Face BLIP-2 weights into the timm / transformers modules.
+"""Loading LAVIS, MiniGPT4-Qwen and Hugging Face BLIP-2 weights into the timm / transformers modules.
 
-LAVIS layout (``eva_vit_g.pth`` bare EVA keys; ``blip2_pretrained_*.pth`` ``{"model": ...}``):
+Files, as upstream writes them:
+
+* ``eva_vit_g.pth`` (LAVIS / MiniGPT4-Qwen): bare EVA keys (``blocks.0.attn.qkv.weight``) ->
+  ``visual_encoder.*`` (:func:`load_eva_checkpoint`); EVA-CLIP's head / final norm are dropped;
+* a BLIP-2 checkpoint (``blip2_pretrained*.pth``), a LAVIS runner's ``checkpoint_*.pth`` and a
+  MiniGPT4-Qwen runner's ``checkpoint_*.pth`` / ``model.pth``: ``{"model": state_dict, ...}`` (the
+  runner's optimizer / scaler / config entries are not read); LAVIS' runner drops every tensor
+  with ``requires_grad=False`` when it saves, so a checkpoint trained with a frozen tower has no
+  ``visual_encoder.*``;
+* MiniGPT4-Qwen's DeepSpeed converters: ``model.pth`` (``deepspeed2pth.py``: the whole module's
+  state dict; ``pipe_proj2pth.py``: ``llm_proj.*`` only) and ``unfreeze_llm_model.pth``
+  (``pipemodel2pth.py``: ``llm_proj.*`` + the LLM under ``llm_model.*``), plain state dicts.
+
+:data:`KEY_TABLE` is the one definition of upstream -> mm names (first matching prefix wins):
 
 * ``visual_encoder.*`` and ``ln_vision.*`` keep their names: LAVIS' EVA names (including the
   separate ``attn.q_bias`` / ``attn.v_bias``) already are timm ``Eva``'s;
@@ -11,10 +24,14 @@ LAVIS layout (``eva_vit_g.pth`` bare EVA keys; ``blip2_pretrained_*.pth`` ``{"mo
   ``layer.N.intermediate`` / ``output`` without ``_query``) load only into models that use the
   text branch; ``Qformer.cls.*`` (the LM head) and projections to other LLMs
   (``opt_proj``, ``t5_proj``) are ignored;
+* ``llm_model.*`` (MiniGPT4-Qwen's LLM, with or without peft's ``base_model.model.``) -> the
+  backend's Hugging Face model (``Blip2LLM.llm_state_prefix``, ``llm.model.`` for ``qwen``);
+  ``llm_proj.*`` and ``query_tokens`` keep their names; mm's own names pass through;
 * a ``query_tokens`` count that differs from the model's is dropped with a warning (as
   MiniGPT4-Qwen does); a ``pos_embed`` for another image size is interpolated (bicubic).
 
-Every load ends with one log line: loaded / missing / unexpected / ignored / dropped.
+Every load ends with one log line: loaded / missing / unexpected / ignored / dropped; a file that
+fills no tensor of the model is an error.
 """
 
 from __future__ import annotations
@@ -39,7 +56,19 @@ BLIP2_MODULES = ("visual_encoder.", "ln_vision.", "qformer.", "query_tokens", "t
                  "vision_proj.", "text_proj.")
 
 _TEXT_FFN = re.compile(r"^encoder\.layer\.\d+\.(intermediate|output)\.")
-_OTHER_LLM_PROJ = ("opt_proj.", "t5_proj.")
+#: Stands for the LLM backend's prefix in this model's names (``Blip2LLM.llm_state_prefix``).
+LLM = "<llm>"
+
+#: Upstream (LAVIS / MiniGPT4-Qwen) key prefix -> mm prefix; ``None``: not used by mm's models.
+KEY_TABLE: list[tuple[str, str | None]] = [
+    ("Qformer.bert.embeddings.LayerNorm.", "qformer.layernorm."),
+    ("Qformer.bert.embeddings.", "text_embeddings."),  # the text branch's word / position embeddings
+    ("Qformer.bert.", "qformer."),  # with attention.self -> attention.attention; text FFN only with the text branch
+    ("Qformer.cls.", None),  # stage-1 LM head
+    ("opt_proj.", None),  # projections to LAVIS' other LLMs
+    ("t5_proj.", None),
+    ("llm_model.", LLM),  # MiniGPT4-Qwen's LLM
+]
 
 
 @dataclass
@@ -72,27 +101,33 @@ def _qformer_key(rest: str) -> str:
     return rest.replace("attention.self.", "attention.attention.")
 
 
+def upstream_to_mm(key: str, model: nn.Module) -> str | None:
+    """The mm name of an upstream key through :data:`KEY_TABLE` (``None``: set aside by design)."""
+    for prefix, target in KEY_TABLE:
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        if target is None:
+            return None
+        if target == LLM:
+            llm_prefix = getattr(model, "llm_state_prefix", None)
+            return None if llm_prefix is None else llm_prefix + rest
+        if target == "qformer.":
+            if _TEXT_FFN.match(rest) and not getattr(model, "qformer_text_input", False):
+                return None
+            rest = _qformer_key(rest)
+        return target + rest
+    return key
+
+
 def map_lavis_keys(state: dict[str, torch.Tensor], model: nn.Module) -> MappedState:
-    """Translate a LAVIS BLIP-2 state dict to ``model``'s names (see the module docstring)."""
+    """Translate a LAVIS / MiniGPT4-Qwen state dict to ``model``'s names (see the module docstring)."""
     own = model.state_dict()
-    has_text = getattr(model, "qformer_text_input", False)
     out = MappedState()
     for key, value in state.items():
-        target: str | None = key
-        if key.startswith("Qformer.bert.embeddings."):
-            rest = key[len("Qformer.bert.embeddings."):]
-            if rest == "position_ids":
-                continue
-            target = "qformer.layernorm." + rest[len("LayerNorm."):] if rest.startswith("LayerNorm.") \
-                else "text_embeddings." + rest
-        elif key.startswith("Qformer.bert."):
-            rest = key[len("Qformer.bert."):]
-            if _TEXT_FFN.match(rest) and not has_text:
-                target = None
-            else:
-                target = "qformer." + _qformer_key(rest)
-        elif key.startswith("Qformer.cls.") or key.startswith(_OTHER_LLM_PROJ):
-            target = None
+        if key == "Qformer.bert.embeddings.position_ids":
+            continue  # a constant buffer transformers builds itself
+        target = upstream_to_mm(key, model)
         if target is None or (target not in own and _is_optional(target)):
             out.ignored.append(key)
             continue
@@ -167,7 +202,9 @@ def load_mapped(model: nn.Module, mapped: MappedState, where: str,
     own = model.state_dict()
     report = Blip2LoadReport(where, ignored=list(mapped.ignored), dropped=list(mapped.dropped))
     usable = {}
+    peft_names = {_without_peft(k): k for k in own}
     for key, value in mapped.state_dict.items():
+        key = key if key in own else peft_names.get(_without_peft(key), key)
         if key not in own:
             report.unexpected.append(key)
             continue
@@ -179,11 +216,20 @@ def load_mapped(model: nn.Module, mapped: MappedState, where: str,
                 hint="the checkpoint is for other dimensions (model.vision / model.qformer / num_query_token)",
             )
         usable[key] = value.to(own[key].dtype)
+    if not usable and mapped.state_dict:
+        raise CheckpointError(f"{where} fills no tensor of {type(model).__name__}: {report.summary()}",
+                              hint="is it a checkpoint of another model (or of this one with other dimensions)?")
     model.load_state_dict(usable, strict=False)
     report.loaded = sorted(usable)
     report.missing = sorted(k for k in own if k.startswith(expected) and k not in usable)
     log.info(report.summary())
     return report
+
+
+def _without_peft(key: str) -> str:
+    """A name as it is without peft's LoRA wrapping (``base_model.model.`` prefix, ``.base_layer``), so
+    an LLM saved without adapters loads into one built with them, and the other way round."""
+    return key.replace("base_model.model.", "").replace(".base_layer.", ".")
 
 
 def _resample_pos_embed(pos_embed: torch.Tensor, model: nn.Module) -> torch.Tensor:
@@ -204,15 +250,17 @@ def read_checkpoint(path_or_url: str) -> tuple[dict[str, torch.Tensor], str]:
     return read_state_dict(path_or_url)
 
 
-def load_lavis_checkpoint(model: nn.Module, path_or_url: str) -> Blip2LoadReport:
-    """Load a LAVIS BLIP-2 checkpoint (``{"model": state_dict}``) into ``model``."""
+def load_lavis_checkpoint(model: nn.Module, path_or_url: str, partial: bool = False) -> Blip2LoadReport:
+    """Load a LAVIS / MiniGPT4-Qwen checkpoint (``{"model": state_dict}`` or a plain state dict)
+    into ``model``; ``partial`` files (a trained stage's tensors) report no missing keys."""
     state, where = read_checkpoint(path_or_url)
-    return load_lavis_state_dict(model, state, where)
+    return load_lavis_state_dict(model, state, where, partial)
 
 
-def load_lavis_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str = "state dict") -> Blip2LoadReport:
-    """Load an in-memory LAVIS-layout state dict into ``model``."""
-    return load_mapped(model, map_lavis_keys(state, model), where)
+def load_lavis_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str = "state dict",
+                          partial: bool = False) -> Blip2LoadReport:
+    """Load an in-memory LAVIS / MiniGPT4-Qwen-layout state dict into ``model``."""
+    return load_mapped(model, map_lavis_keys(state, model), where, expected=() if partial else BLIP2_MODULES)
 
 
 def load_eva_checkpoint(model: nn.Module, path_or_url: str) -> Blip2LoadReport:

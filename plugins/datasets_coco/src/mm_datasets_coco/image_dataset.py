@@ -151,6 +151,8 @@ class CompactImageDataset(BaseDataset):
             return self._bad_sample(record_index, path, "image not found")
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             return self._bad_sample(record_index, path, f"image unreadable ({exc})")
+        except Image.DecompressionBombError as exc:  # not an OSError: Pillow's guard against huge images
+            return self._bad_sample(record_index, path, f"image refused by Pillow's decompression-bomb guard ({exc})")
         return self.vis_processor(image) if self.vis_processor is not None else pil_to_float_tensor(image)
 
     def _bad_sample(self, record_index: int, path: Path, problem: str) -> None:

@@ -63,8 +63,10 @@ class VQATask(BaseTask):
             g = self.generation
             if hasattr(unwrapped, "predict_answers"):  # LAVIS' VQA entry point: it applies the prompt itself
                 with torch.no_grad():
+                    # run.prompt when set, else the model's own template (the one it trains with)
+                    extra = {"prompt": g.prompt} if g.prompt else {}
                     answers = unwrapped.predict_answers(samples, num_beams=g.num_beams, max_len=g.max_len,
-                                                        min_len=g.min_len, prompt=g.prompt or "{}")
+                                                        min_len=g.min_len, **extra)
                 return [str(a).strip() for a in answers]
             if g.prompt:
                 samples = {**samples, "text_input": [g.prompt.format(q) for q in samples["text_input"]]}

@@ -27,6 +27,7 @@ Differences from the original, on purpose:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ import torch
 
 from mm_core.base.llm import IGNORE_INDEX, IMAGE_MARK, Conversation
 from mm_core.errors import DataError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 
@@ -169,14 +172,17 @@ class ChatMLEncoder:
             ids += t_ids
             labels += t_labels
         if max_len is not None and len(ids) > max_len:
-            return self._truncate(ids, labels, spans, max_len)
+            return self._truncate(ids, labels, spans, max_len, sample)
         return Encoded(ids, labels, len(spans))
 
-    def _truncate(self, ids: list[int], labels: list[int], spans: list[tuple[int, int]], max_len: int) -> Encoded:
+    def _truncate(self, ids: list[int], labels: list[int], spans: list[tuple[int, int]], max_len: int,
+                  sample: str | None) -> Encoded:
         cut = max_len
         for start, end in spans:
             if start < cut < end:
                 cut = start  # never keep part of an image
+        if any(label != IGNORE_INDEX for label in labels) and all(label == IGNORE_INDEX for label in labels[:cut]):
+            _warn_answer_cut(sample, len(ids), max_len)
         return Encoded(ids[:cut], labels[:cut], sum(1 for _, end in spans if end <= cut))
 
     def encode_prompt(self, conversation: Conversation, num_image_tokens: int, sample: str | None = None) -> list[int]:
@@ -245,3 +251,16 @@ def normalise_conversation(conversation: Conversation, sample: str | None = None
 
 def _name(sample: str | None) -> str:
     return f"sample {sample}" if sample is not None else "conversation"
+
+
+_answers_cut = 0
+
+
+def _warn_answer_cut(sample: str | None, length: int, max_len: int) -> None:
+    """A sample truncated before its first answer token teaches nothing: say so (the first time, then
+    every hundredth), since the run goes on without an error."""
+    global _answers_cut
+    _answers_cut += 1
+    if _answers_cut == 1 or _answers_cut % 100 == 0:
+        log.warning("%s: %d tokens cut to max_len %d leave no answer token to learn (%d such samples so far); "
+                    "raise max_txt_len", _name(sample), length, max_len, _answers_cut)

@@ -11,6 +11,11 @@ def register_llms() -> dict:
         "qwen": {
             "target": "mm_qwen_llm.qwen:QwenLLM",
             "description": "Qwen / Qwen2.x / Qwen3 chat models with ChatML, image placeholders and LoRA",
+            "config_keys": {"model": "str|null", "llm_model": "str|null", "dtype": "str", "freeze": "bool",
+                            "lora": "bool", "lora_r": "int", "lora_alpha": "int", "lora_dropout": "float",
+                            "lora_target_modules": "list|null", "gradient_checkpointing": "bool", "device_map": "any",
+                            "trust_remote_code": "bool", "random_init": "bool", "init_seed": "int",
+                            "image_token": "str|null", "system_message": "str|null"},
         },
     }
 

@@ -128,7 +128,7 @@ class InstructionDataset(BaseDataset):
         path = resolve_inside(self.vis_root, relative, what=where) if self.vis_root is not None else Path(relative)
         try:
             image = Image.open(path).convert("RGB")
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:  # the bomb guard's error is no OSError
             raise DataError(f"{where}: cannot read image {path}: {exc}") from exc
         return self.vis_processor(image) if self.vis_processor is not None else image
 

@@ -81,14 +81,17 @@ class QwenLLM(BaseLLM):
         path = resolve_llm_path(str(source))
         trust = bool(cfg.get("trust_remote_code", False))
         tokenizer = load_tokenizer(path, trust)
-        model = load_causal_lm(path, trust, cfg)
+        model, missing = load_causal_lm(path, trust, cfg)
+        unfilled = {id(t) for name, t in model.state_dict(keep_vars=True).items() if name in missing}
         if cfg.get("gradient_checkpointing", False):
             enable_gradient_checkpointing(model)
         if cfg.get("freeze", True) or cfg.get("lora", False):
             model.requires_grad_(False)
         if cfg.get("lora", False):
             model = add_lora(model, cfg)
-        return cls(model, tokenizer, cfg.get("image_token"), str(cfg.get("system_message") or DEFAULT_SYSTEM_MESSAGE))
+        llm = cls(model, tokenizer, cfg.get("image_token"), str(cfg.get("system_message") or DEFAULT_SYSTEM_MESSAGE))
+        llm.missing_keys = tuple(k for k, t in llm.state_dict(keep_vars=True).items() if id(t) in unfilled)
+        return llm
 
     # -- the contract ----------------------------------------------------------------------
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -177,8 +180,9 @@ def load_tokenizer(path: str, trust_remote_code: bool) -> Any:
     return _hf_call(AutoTokenizer.from_pretrained, path, trust_remote_code, what="tokenizer")
 
 
-def load_causal_lm(path: str, trust_remote_code: bool, cfg: DictConfig) -> torch.nn.Module:
-    """``AutoModelForCausalLM`` from ``path``, or randomly initialised from its config."""
+def load_causal_lm(path: str, trust_remote_code: bool, cfg: DictConfig) -> tuple[torch.nn.Module, set[str]]:
+    """``AutoModelForCausalLM`` from ``path`` (or randomly initialised from its config), and the
+    names of the tensors the directory's files did not fill (transformers initialised them)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dtype = _dtype(cfg.get("dtype", "float32"))
@@ -189,11 +193,13 @@ def load_causal_lm(path: str, trust_remote_code: bool, cfg: DictConfig) -> torch
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(cfg.get("init_seed", 0)))
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-        return model.to(dtype if dtype != "auto" else torch.float32)
+        return model.to(dtype if dtype != "auto" else torch.float32), set()
     kwargs: dict[str, Any] = {"dtype": dtype}
     if cfg.get("device_map") is not None:
         kwargs["device_map"] = cfg.device_map if isinstance(cfg.device_map, str) else OmegaConf.to_container(cfg.device_map)
-    return _hf_call(AutoModelForCausalLM.from_pretrained, path, trust_remote_code, what="model", **kwargs)
+    model, info = _hf_call(AutoModelForCausalLM.from_pretrained, path, trust_remote_code, what="model",
+                           output_loading_info=True, **kwargs)
+    return model, set(info.get("missing_keys") or ())
 
 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:

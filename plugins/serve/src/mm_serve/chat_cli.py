@@ -77,7 +77,7 @@ class ChatSession:
         """Open the image at ``path``; it goes before the next question."""
         try:
             image = Image.open(Path(path).expanduser()).convert("RGB")
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:  # the bomb guard's error is no OSError
             self.say(f"cannot open image {path}: {exc}")
             return
         self.images.append(image)

@@ -22,6 +22,7 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from mm_core.base.model import BaseModel, LoadReport, config_value
 from mm_core.errors import ConfigError
+from mm_core.weights import WeightSources
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class Blip2Base(BaseModel):
     ``freeze_queries``; ``vision`` / ``qformer`` sub-blocks override the architecture dims
     (used by the ``tiny`` types). Weights: ``vit_pretrained`` (bare EVA keys),
     ``pretrained`` (a LAVIS BLIP-2 checkpoint) with ``load_pretrained``, ``finetuned`` with
-    ``load_finetuned``, ``hf_pretrained`` (a local Hugging Face ``Blip2*`` directory).
+    ``load_finetuned``, ``hf_pretrained`` (a local Hugging Face ``Blip2*`` directory), each with
+    optional ``<key>_url`` / ``<key>_md5``; ``allow_random_init`` (see :mod:`mm_blip2.weights`).
     """
 
     #: Whether the Q-Former's text branch (word/position embeddings, text FFN) is built.
@@ -156,21 +158,26 @@ class Blip2Base(BaseModel):
             module.eval()
         return self
 
-    def load_weights_from_config(self, cfg: DictConfig) -> list[LoadReport]:
-        """Load ``vit_pretrained``, then ``pretrained`` / ``finetuned`` / ``hf_pretrained``
-        as the config asks (LAVIS' ``load_checkpoint_from_config`` order)."""
-        from mm_blip2 import checkpoints
+    #: How ``pretrained`` and ``finetuned`` combine: "lavis" (finetuned instead of pretrained) or
+    #: "minigpt4qwen" (both, in that order); see :mod:`mm_blip2.weights`.
+    loading_order = "lavis"
 
-        reports = []
-        if config_value(cfg, "vit_pretrained", None):
-            reports.append(checkpoints.load_eva_checkpoint(self, str(cfg.vit_pretrained)))
-        if config_value(cfg, "load_finetuned", False) and config_value(cfg, "finetuned", None):
-            reports.append(checkpoints.load_lavis_checkpoint(self, str(cfg.finetuned)))
-        elif config_value(cfg, "load_pretrained", True) and config_value(cfg, "pretrained", None):
-            reports.append(checkpoints.load_lavis_checkpoint(self, str(cfg.pretrained)))
-        if config_value(cfg, "hf_pretrained", None):
-            reports.append(checkpoints.load_hf_checkpoint(self, str(cfg.hf_pretrained)))
-        return reports
+    def load_weights_from_config(self, cfg: DictConfig) -> list[LoadReport]:
+        """Read ``vit_pretrained``, ``pretrained`` / ``finetuned`` and ``hf_pretrained`` in the arch's
+        order, record every tensor's source in ``self.weight_sources`` and stop when a part would
+        silently stay random (:func:`mm_blip2.weights.load_weights`)."""
+        from mm_blip2.weights import load_weights
+
+        return load_weights(self, cfg)
+
+    def declare_weights(self, sources: WeightSources, cfg: DictConfig) -> None:
+        """Record tensors that are not read from the BLIP-2 files (nothing here; see Blip2LLM)."""
+
+    @classmethod
+    def weights_plan(cls, cfg: DictConfig) -> list[tuple[str, str]]:
+        from mm_blip2.weights import plan
+
+        return plan(cfg, cls.loading_order)
 
     def map_checkpoint_keys(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """LAVIS-layout keys are translated; mm's own keys pass through unchanged."""

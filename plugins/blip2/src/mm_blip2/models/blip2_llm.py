@@ -27,6 +27,7 @@ from mm_blip2.models.feature_cache import FrozenFeatureCache
 from mm_core.base.llm import IMAGE_MARK, BaseLLM, Conversation
 from mm_core.base.model import config_value
 from mm_core.errors import ConfigError, DataError
+from mm_core.weights import WeightSources
 
 DEFAULT_PROMPT = f"{IMAGE_MARK} Describe this image briefly."
 
@@ -42,6 +43,9 @@ class Blip2LLM(Blip2Base):
     :mod:`mm_blip2.models.feature_cache`) and ``image_feature_cache_size`` (most images kept).
     Subclasses adapt other config layouts by overriding :meth:`llm_config`.
     """
+
+    #: VQA user turn when ``prompt`` is no ``{}`` template; a LAVIS arch sets "Question: {} Short answer:".
+    QUESTION_TEMPLATE = "{}"
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
@@ -81,6 +85,40 @@ class Blip2LLM(Blip2Base):
         from mm_core.registry import get_registry
 
         return get_registry().resolve("llms", str(llm_cfg.name)).from_config(llm_cfg)
+
+    # -- weights (mm_blip2.weights) ---------------------------------------------------------
+    @property
+    def llm_state_prefix(self) -> str:
+        """Where the backend's Hugging Face model sits in this model's state dict: MiniGPT4-Qwen's
+        ``llm_model.*`` keys load there (``llm.model.`` for the ``qwen`` backend)."""
+        for name, child in self.llm.named_children():
+            if hasattr(child, "get_input_embeddings"):
+                return f"llm.{name}."
+        return "llm."
+
+    def declare_weights(self, sources: WeightSources, cfg: DictConfig) -> None:
+        """The LLM comes from its backend's own weights (``model.llm.model``) unless built with
+        ``random_init`` or from no named file; ``llm_proj`` and LoRA adapters are new in this
+        composition (fresh) until a ``finetuned`` file fills them."""
+        llm_cfg = self.llm_config(cfg)
+        source = llm_cfg.get("model") or llm_cfg.get("llm_model")
+        llm_keys = [f"llm.{k}" for k in self.llm.state_dict()]
+        unfilled = {f"llm.{k}" for k in self.llm.missing_keys}  # left to a later file, or to the coverage error
+        if source and not llm_cfg.get("random_init", False):
+            sources.loaded([k for k in llm_keys if "lora_" not in k and k not in unfilled],
+                           f"{source} (LLM backend {llm_cfg.name})")
+        else:
+            sources.fresh(llm_keys, "LLM built with random_init" if source else f"LLM backend {llm_cfg.name}, no file")
+        sources.fresh([k for k in llm_keys if "lora_" in k], "new LoRA adapters")
+        sources.fresh([f"llm_proj.{k}" for k in self.llm_proj.state_dict()], "new projection of this composition")
+
+    @classmethod
+    def weights_plan(cls, cfg: DictConfig) -> list[tuple[str, str]]:
+        llm_cfg = cls.llm_config(None, cfg)  # reads only cfg
+        source = llm_cfg.get("model") or llm_cfg.get("llm_model")
+        llm = "random init (random_init)" if llm_cfg.get("random_init", False) or not source else str(source)
+        return [*super().weights_plan(cfg), (f"llm (backend {llm_cfg.name})", llm),
+                ("llm_proj, LoRA adapters", "fresh (new in this composition) unless a file above holds them")]
 
     # -- images -----------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -137,12 +175,31 @@ class Blip2LLM(Blip2Base):
             conversation.append({"from": "assistant", "value": caption})
         return conversation
 
+    def question_template(self) -> str:
+        """The user turn of a VQA question: the model's ``prompt`` when it is a template (has
+        ``{}``), else :attr:`QUESTION_TEMPLATE` (a caption prompt does not apply to questions)."""
+        templates = [p for p in self.prompts if "{}" in p]
+        return templates[0] if templates else self.QUESTION_TEMPLATE
+
+    def question_conversation(self, question: str, answer: str | None) -> list[dict[str, str]]:
+        """A VQA sample as a conversation: user question (through :meth:`question_template`) -> assistant answer."""
+        conversation = [{"from": "user", "value": self.question_template().format(question)}]
+        if answer is not None:
+            conversation.append({"from": "assistant", "value": answer})
+        return conversation
+
     def conversations_of(self, samples: dict[str, Any]) -> list[list[dict[str, str]]]:
+        """Instruction samples as given; VQA samples (``text_input`` with an answer) as question ->
+        answer; caption samples (``text_input`` only) as ``prompt`` -> caption."""
         if samples.get("conversations") is not None:
             return [list(c) for c in samples["conversations"]]
         if samples.get("text_input") is not None:
             texts = samples["text_input"]
-            return [self.caption_conversation(t) for t in ([texts] if isinstance(texts, str) else texts)]
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            answers = answers_of(samples, len(texts))
+            if answers is not None:
+                return [self.question_conversation(q, a) for q, a in zip(texts, answers)]
+            return [self.caption_conversation(t) for t in texts]
         raise DataError("samples need 'conversations' (instruction style) or 'text_input' (caption style)",
                         hint="check the dataset's collater output")
 
@@ -220,10 +277,15 @@ class Blip2LLM(Blip2Base):
 
     @torch.no_grad()
     def predict_answers(self, samples: dict[str, Any], num_beams: int = 1, max_len: int = 10, min_len: int = 1,
-                        prompt: str = "{}", **generation: Any) -> list[str]:
-        """VQA: answer ``samples["text_input"]`` questions (``prompt`` formats each question)."""
+                        prompt: str | None = None, **generation: Any) -> list[str]:
+        """VQA: answer ``samples["text_input"]``, each question put in the user turn as in training
+        (:meth:`question_conversation`); a ``prompt`` given here (``run.prompt``) replaces the template."""
         questions = samples["text_input"]
-        conversations = [[{"from": "user", "value": f"{IMAGE_MARK} {prompt.format(q)}"}] for q in questions]
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        if prompt:
+            conversations = [[{"from": "user", "value": prompt.format(q)}] for q in questions]
+        else:
+            conversations = [self.question_conversation(q, None) for q in questions]
         return self._generate(conversations, samples.get("image"), None, num_beams=num_beams,
                               max_new_tokens=max_len, min_new_tokens=min_len, **generation)
 
@@ -248,6 +310,32 @@ class Blip2LLM(Blip2Base):
         generation.setdefault("max_new_tokens", 256)
         response = self._generate([conversation], image, on_text, **generation)[0]
         return response, history + [(query, response)]
+
+
+def answers_of(samples: dict[str, Any], batch_size: int) -> list[str] | None:
+    """Each VQA sample's training answer: ``text_output``, else one of its ``answers`` drawn by
+    ``weights`` (per-sample lists, or LAVIS' flat ``answer`` / ``weight`` / ``n_answers``) with
+    Python's ``random``, which the run seeds and its checkpoints capture; ``None`` for captions."""
+    if samples.get("text_output") is not None:
+        out = samples["text_output"]
+        return [out] if isinstance(out, str) else [str(a) for a in out]
+    answers, weights = samples.get("answers"), samples.get("weights")
+    if answers is None and samples.get("answer") is not None and samples.get("n_answers") is not None:
+        flat, flat_w, answers, weights = list(samples["answer"]), samples.get("weight"), [], []
+        flat_w = [1.0] * len(flat) if flat_w is None else [float(w) for w in flat_w]
+        start = 0
+        for n in [int(n) for n in samples["n_answers"]]:
+            answers.append(flat[start:start + n])
+            weights.append(flat_w[start:start + n])
+            start += n
+    if answers is None:
+        return None
+    if len(answers) != batch_size:
+        raise DataError(f"batch has {len(answers)} answer lists for {batch_size} questions")
+    if any(len(a) == 0 for a in answers):
+        raise DataError("a training question has no answer", hint="every VQA training sample needs an answer")
+    weights = weights if weights is not None else [None] * batch_size
+    return [random.choices(list(a), weights=None if w is None else [float(x) for x in w])[0] for a, w in zip(answers, weights)]
 
 
 def _batch_size(samples: dict[str, Any]) -> int:

@@ -63,6 +63,9 @@ class MiniGPT4Qwen(Blip2LLM):
     init: a tiny Qwen2 with the tokenizer trained by this package).
     """
 
+    #: MiniGPT4-Qwen's ``load_checkpoint_from_config``: ``pretrained`` then ``finetuned`` when both are set.
+    loading_order = "minigpt4qwen"
+
     @classmethod
     def from_config(cls, cfg: DictConfig) -> MiniGPT4Qwen:
         """Build and load weights; with ``init_seed`` set, every randomly initialised part is
