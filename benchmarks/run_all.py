@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["startup", "runner_overhead", "padding", "annotations", "scaling", "feature_cache"]
+BENCHMARKS = ["startup", "runner_overhead", "padding", "annotations", "scaling", "feature_cache", "predict",
+              "serve_batching"]
 
 
 def machine(load_before: tuple[float, ...]) -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CORE_SRC = REPO / "core" / "src"
-PLUGIN_PACKAGES = {p.name: p for p in REPO.glob("plugins/*/src/mm_*") if p.is_dir()}
+PLUGIN_PACKAGES = {p.name: p for p in REPO.glob("plugins/*/src/mm_*") if (p / "__init__.py").is_file()}
 CORE_LINE_BUDGET = 5000
 LONGEST_FUNCTION = 60
 
@@ -85,11 +85,11 @@ def test_mms_own_features_come_and_go_with_their_plugins():
     from ..conftest import mm_env, run_mmrun
 
     everything = run_mmrun(["--help"], mm_env())
-    assert all(f"  {c} " in everything.stdout for c in ("serve", "chat", "report", "consolidate-deepspeed"))
+    assert all(f"  {c} " in everything.stdout for c in ("serve", "chat", "predict", "report", "consolidate-deepspeed"))
     core_only = mm_env(MM_PLUGINS="blip2")
     bare = run_mmrun(["--help"], core_only)
     assert bare.returncode == 0
-    assert not any(f"  {c} " in bare.stdout for c in ("serve", "chat", "report", "consolidate-deepspeed"))
+    assert not any(f"  {c} " in bare.stdout for c in ("serve", "chat", "predict", "report", "consolidate-deepspeed"))
     assert "  list " in bare.stdout and "  new-plugin " in bare.stdout
     serve = run_mmrun(["serve", "--config", "x.yaml"], core_only)
     assert serve.returncode == 2 and "unknown command 'serve'" in serve.stderr

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from serve_support import (
+    API_KEYS,
+    BATCH_STEP_DELAY_S,
     CHAR_CONFIG,
     MAX_BODY_MB,
     MAX_IMAGE_BYTES,
@@ -137,6 +139,35 @@ def launches(char_config: Path, char_checkpoint: Path, qwen_checkpoint: dict, im
     }
     yield started
     stop_all(list(started.values()))
+
+
+@pytest.fixture(scope="session")
+def extra_launches(char_config: Path, char_checkpoint: Path, serve_dir: Path) -> Iterator[dict[str, Launch]]:
+    """Servers only some modules use, started when first asked for. ``batch``: char_chat taking
+    BATCH_STEP_DELAY_S per step of a batch of up to 8, a batch waiting 300 ms for more requests (so
+    that requests sent together are batched however the machine is loaded). ``auth``: char_chat
+    needing one of API_KEYS, given once by --api-key and once by MM_API_KEYS (a key file)."""
+    checkpoint = ["--config", str(char_config), "--checkpoint", str(char_checkpoint / "latest")]
+    key_file = serve_dir / "api_keys.txt"
+    key_file.write_text(f"# keys of the auth test server\n{API_KEYS[1]}\n")
+    started = {
+        "batch": launch_server([*checkpoint, "--options", f"model.step_delay={BATCH_STEP_DELAY_S}", "--max-tokens", "400",
+                                "--max-batch-size", "8", "--batch-wait-ms", "300"], serve_dir / "batch_server.log"),
+        "auth": launch_server([*checkpoint, "--api-key", API_KEYS[0]], serve_dir / "auth_server.log",
+                              env={"MM_API_KEYS": str(key_file)}),
+    }
+    yield started
+    stop_all(list(started.values()))
+
+
+@pytest.fixture(scope="session")
+def batch_server(extra_launches: dict) -> Server:
+    return extra_launches["batch"].wait()
+
+
+@pytest.fixture(scope="session")
+def auth_server(extra_launches: dict) -> Server:
+    return extra_launches["auth"].wait()
 
 
 @pytest.fixture(scope="session")

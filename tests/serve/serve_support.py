@@ -97,11 +97,17 @@ class Server:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
-    def client(self, **kwargs: Any):
+    def client(self, api_key: str = "unused", **kwargs: Any):
         """The official OpenAI client pointed at this server (no retries: a 429 must show)."""
         from openai import OpenAI
 
-        return OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0, timeout=60, **kwargs)
+        return OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=60, **kwargs)
+
+    def async_client(self, api_key: str = "unused", **kwargs: Any):
+        """The official async OpenAI client pointed at this server (no retries)."""
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, timeout=120, **kwargs)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -150,11 +156,11 @@ class Launch:
         Server(self.process, "", self.log_path, "").stop()
 
 
-def launch_server(args: list[str], log_path: Path) -> Launch:
-    """Start `mmrun serve ARGS --port 0` (default host) without waiting for it."""
+def launch_server(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Launch:
+    """Start `mmrun serve ARGS --port 0` (default host) without waiting for it (``env``: extra variables)."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen([str(BIN / "mmrun"), "serve", *args, "--port", "0", "--log-level", "warning"],
-                                   stdout=log, stderr=subprocess.STDOUT, env=serve_env(), cwd=HERE)
+                                   stdout=log, stderr=subprocess.STDOUT, env={**serve_env(), **(env or {})}, cwd=HERE)
     return Launch(process, log_path)
 
 
@@ -206,6 +212,8 @@ MAX_TOKENS = 64
 
 
 STEP_DELAY_S = 0.05
+BATCH_STEP_DELAY_S = 0.02  # the batching server: one step of the whole batch
+API_KEYS = ("sk-test-right-one", "sk-test-right-two")  # the auth server: the first by --api-key, the second by MM_API_KEYS
 
 
 # -- the tiny MiniGPT4-Qwen ---------------------------------------------------------------------

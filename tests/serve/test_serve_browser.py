@@ -113,3 +113,40 @@ def test_page_shows_server_errors(browser, slow_server: Server, image_root: Path
     page.click("#send")
     assert last_answer(page, 1) is not None and page.locator(".msg.assistant").count() == 1
     page.close()
+
+
+def test_page_asks_for_the_api_key_once_and_keeps_it_in_memory_only(browser, auth_server: Server, char_reference):
+    from serve_support import API_KEYS
+
+    page = browser.new_page()
+    statuses: list[tuple[str, int]] = []
+    page.on("response", lambda response: statuses.append((urlparse(response.url).path, response.status)))
+    page.goto(auth_server.url + "/")
+    expect(page.locator("#key-form")).to_be_visible(timeout=30_000)
+    expect(page.locator("#model")).to_have_text("API key needed")
+    assert ("/v1/models", 401) in statuses
+
+    page.fill("#api-key", "sk-test-wrong")  # refused: the page asks again
+    page.click("#key-submit")
+    expect(page.locator("#key-error")).to_have_text(re.compile("refused"), timeout=30_000)
+    expect(page.locator("#key-form")).to_be_visible()
+
+    page.fill("#api-key", API_KEYS[0])
+    page.click("#key-submit")
+    expect(page.locator("#model")).to_have_text("char_chat-tiny", timeout=30_000)
+    expect(page.locator("#key-form")).to_be_hidden()
+    page.fill("#max-tokens", "8")
+    history: list[tuple[str, str]] = []
+    for turn, question in enumerate(["hello there", "is it big?"], start=1):  # the key is asked for once
+        page.fill("#prompt", question)
+        page.click("#send")
+        answer = last_answer(page, turn)
+        assert answer == char_reference.answer(question, history, max_new_tokens=8)
+        history.append((question, answer))
+    assert [s for p, s in statuses if p == "/v1/chat/completions"] == [200, 200]
+    # nothing stored: no cookie, no web storage; a reload forgets the key
+    assert page.context.cookies() == []
+    assert page.evaluate("[localStorage.length, sessionStorage.length]") == [0, 0]
+    page.reload()
+    expect(page.locator("#key-form")).to_be_visible(timeout=30_000)
+    page.close()

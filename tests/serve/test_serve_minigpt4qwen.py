@@ -83,3 +83,37 @@ def test_two_turn_conversation(qwen_server: Server, qwen):
     expected, _ = reference(qwen, "is it large?", [(f"{IMAGE_MARK}\nwhat is this?", answer1)], images=[BLUE],
                             max_new_tokens=10)
     assert second.choices[0].message.content == expected
+
+
+def test_chat_batch_equals_chat_row_by_row(qwen):
+    """The batched serving contract of blip2_llm: each row (own images or none, own max_new_tokens,
+    own history) gets, token for token and piece for piece, what ``chat`` answers it alone (greedy);
+    a row whose client left stops early without changing the others."""
+    import torch
+
+    model, processor = qwen
+    red = png_bytes((220, 30, 30), size=40)
+    rows = [(f"{IMAGE_MARK}\nwhat shape is this?", [], [BLUE], 12),
+            ("hello there, who are you?", [], [], 16),
+            ("is it large?", [(f"{IMAGE_MARK}\nwhat is this?", "a blue square")], [red], 7),
+            (f"{IMAGE_MARK}\ndescribe it", [], [red], 14)]
+    alone = [reference(qwen, q, h, images, n) for q, h, images, n in rows]
+    assert len({text for text, _ in alone}) >= 3  # precondition: the rows differ, so a mix-up would show
+    streamed: list[list[str]] = [[] for _ in rows]
+    requests = [{"query": q, "history": h, "on_text": streamed[i].append, "stopped": lambda: False,
+                 "images": torch.stack([processor(decode_png(b)) for b in images]) if images else None,
+                 "generation": {"max_new_tokens": n, "do_sample": False}} for i, (q, h, images, n) in enumerate(rows)]
+    assert model.chat_batch(requests) == [text for text, _ in alone]
+    assert streamed == [pieces for _, pieces in alone]
+
+    left: list[str] = []  # row 1's client leaves after its second piece
+    streamed = [[] for _ in rows]
+    requests[1]["on_text"] = left.append
+    requests[1]["stopped"] = lambda: len(left) >= 2
+    for i in (0, 2, 3):
+        requests[i]["on_text"] = streamed[i].append
+    answers = model.chat_batch(requests)
+    assert [answers[i] for i in (0, 2, 3)] == [alone[i][0] for i in (0, 2, 3)]
+    # stopped at the first step after its second piece (the streamer flushes what it holds at the end)
+    assert len(left) >= 2 and alone[1][0].startswith(answers[1]) and len(answers[1]) < len(alone[1][0])
+    assert "".join(alone[1][1]).startswith("".join(left))

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TextStreamer
+from transformers.generation.streamers import BaseStreamer
 
 from mm_core.base.llm import BaseLLM, Conversation
 from mm_core.download import cache_root
@@ -116,12 +117,17 @@ class QwenLLM(BaseLLM):
 
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                 on_text: Callable[[str], None] | None = None, **generation: Any) -> list[str]:
+                 on_text: Callable[[str], None] | Sequence[Callable[[str], None] | None] | None = None,
+                 **generation: Any) -> list[str]:
+        """``on_text``: a callback streaming a batch of one, or a list with one callback (or ``None``) per row."""
         settings = generation_settings(generation)
         # An answer never opens a new turn nor contains an image slot (Qwen's own chat stops
         # at <|im_start|>, which would end a weakly trained model's answer before it starts).
         settings.setdefault("suppress_tokens", [self.encoder.im_start, self.image_token_id])
-        streamer = _CallbackStreamer(self.tokenizer, on_text) if on_text is not None else None
+        if isinstance(on_text, (list, tuple)):
+            streamer = _RowStreamer(self.tokenizer, on_text)
+        else:
+            streamer = _CallbackStreamer(self.tokenizer, on_text) if on_text is not None else None
         output = self.model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, streamer=streamer,
             eos_token_id=self.stop_token_ids, pad_token_id=self.pad_token_id, **settings,
@@ -348,3 +354,24 @@ class _CallbackStreamer(TextStreamer):
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:
             self.on_text(text)
+
+
+class _RowStreamer(BaseStreamer):
+    """Streams each row of a batched generation to its own callback (a text streamer per row;
+    a finished row receives pad tokens, which decode to nothing)."""
+
+    def __init__(self, tokenizer: Any, callbacks: Sequence[Callable[[str], None] | None]) -> None:
+        self.rows = [_CallbackStreamer(tokenizer, cb) if cb is not None else None for cb in callbacks]
+
+    def put(self, value: torch.Tensor) -> None:
+        if not value.numel():
+            return
+        value = value.reshape(len(self.rows), -1)
+        for row, tokens in zip(self.rows, value):
+            if row is not None:
+                row.put(tokens)
+
+    def end(self) -> None:
+        for row in self.rows:
+            if row is not None:
+                row.end()

@@ -5,7 +5,8 @@ Modules: :mod:`~mm_serve.schemas` (the OpenAI wire format and errors),
 :mod:`~mm_serve.conversation` (messages -> a ``chat`` call), :mod:`~mm_serve.images` (image URLs
 within limits), :mod:`~mm_serve.queue` (the bounded queue and generation thread),
 :mod:`~mm_serve.chat_model` (the served model), :mod:`~mm_serve.app` (routes),
-:mod:`~mm_serve.cli` (``mmrun serve``), :mod:`~mm_serve.chat_cli` (``mmrun chat``), ``page.html``.
+:mod:`~mm_serve.cli` (``mmrun serve``), :mod:`~mm_serve.chat_cli` (``mmrun chat``), ``page.html``;
+:mod:`~mm_serve.predict` (``mmrun predict``, offline batch inference).
 
 This package imports nothing heavy: ``mmrun --help`` lists its commands through :mod:`~mm_serve.hooks`.
 """

@@ -6,6 +6,7 @@
     GET  /                      the web chat page
 
 Every refusal is a 4xx with OpenAI's error body ``{"error": {"message", "type", "param", "code"}}``.
+With API keys configured, every ``/v1/*`` request needs ``Authorization: Bearer KEY`` (401 otherwise).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mm_core.errors import MMError
 from mm_serve import schemas
+from mm_serve.auth import APIKeyMiddleware
 from mm_serve.chat_model import ChatModel, Generation, Reply
 from mm_serve.conversation import ChatCall, to_chat_call
 from mm_serve.images import ImageLimits, load_image
@@ -49,15 +51,22 @@ class ServerSettings:
 
     max_body_bytes: int = 20 * 2**20
     images: ImageLimits = field(default_factory=ImageLimits)
-    max_waiting: int = 16
+    max_waiting: int = 128
     max_new_tokens: int = 1024  # the most a request may ask for
     default_max_new_tokens: int = 256  # when a request names no max_tokens
+    max_batch_size: int = 16  # requests generated in one call (models with chat_batch)
+    batch_wait_s: float = 0.01  # how long a batch waits for more requests to arrive
+    api_keys: tuple[str, ...] = ()  # none: no authentication
 
 
 def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) -> FastAPI:
     """The application serving ``chat_model``; its generation thread runs while the app runs."""
     settings = settings or ServerSettings()
-    queue = GenerationQueue(settings.max_waiting)
+    run_batch = None
+    if chat_model.batches:
+        def run_batch(jobs: list[Job], on_texts: list) -> list[Reply]:
+            return chat_model.reply_batch([job.payload for job in jobs], on_texts, [job.stopped for job in jobs])
+    queue = GenerationQueue(settings.max_waiting, run_batch, settings.max_batch_size, settings.batch_wait_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +79,8 @@ def create_app(chat_model: ChatModel, settings: ServerSettings | None = None) ->
     app = FastAPI(title="mm serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.queue = queue
     app.state.chat_model = chat_model
+    if settings.api_keys:
+        app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
     _add_error_handlers(app)
     _add_page_and_info_routes(app, chat_model, queue)
 
@@ -109,7 +120,8 @@ async def _complete(request: Request, chat_model: ChatModel, queue: GenerationQu
     images = await run_in_threadpool(
         lambda: [load_image(url, settings.images, param) for url, param in call.image_urls])
     try:
-        job = queue.submit(lambda on_text: chat_model.reply(call, images, generation, on_text))
+        job = queue.submit(lambda on_text: chat_model.reply(call, images, generation, on_text),
+                           chat_model.batch_key(generation), (call, images, generation))
     except QueueFull as exc:
         raise APIError(429, f"the server is busy: {exc}; retry later", code="queue_full") from exc
     try:

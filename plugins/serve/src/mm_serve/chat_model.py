@@ -9,7 +9,8 @@ stacked to an (N, 3, H, W) tensor (the list of PIL images when the model type ha
 vis_processor), or ``None`` without images. A tuple result (``(text, history)``, as
 transformers' chat models return) is accepted too. Optional: ``system`` as a keyword of
 ``chat``; ``count_tokens(text) -> int``; ``count_prompt_tokens(query, history, num_images)``;
-``max_images``.
+``max_images``; ``chat_batch(requests) -> list[str]`` with ``chat_batch_row_settings`` for
+batched generation (docs/serving.md, "Batching").
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,24 @@ class ChatModel:
         self.image_mark = str(getattr(model, "image_mark", IMAGE_MARK))
         self.max_images = getattr(model, "max_images", None)
         self._takes_system = "system" in inspect.signature(chat).parameters
+        batch = getattr(model, "chat_batch", None)
+        self._chat_batch = batch if callable(batch) else None
+        self.row_settings = frozenset(getattr(model, "chat_batch_row_settings", ()))
+
+    @property
+    def batches(self) -> bool:
+        """Whether the model generates for several requests in one call (``chat_batch``)."""
+        return self._chat_batch is not None
+
+    def batch_key(self, generation: Generation) -> Hashable | None:
+        """Requests with equal keys may share one ``chat_batch`` call: the settings the model cannot
+        vary per row must agree. ``None`` (run alone): no ``chat_batch``, or a seeded sampled request
+        for a model without per-row seeds (its answer must not depend on its batch-mates)."""
+        if self._chat_batch is None:
+            return None
+        if generation.do_sample and generation.seed is not None and "seed" not in self.row_settings:
+            return None
+        return tuple(sorted((k, v) for k, v in generation.kwargs().items() if k not in self.row_settings))
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig, checkpoint: str | None = None, name: str | None = None,
@@ -119,6 +138,42 @@ class ChatModel:
         """Run ``chat`` for one request (on the generation thread), streaming through ``on_text``."""
         import torch
 
+        query, history, kwargs = self._prompt(call, generation)
+        streamed: list[str] = []
+        with torch.no_grad():
+            if generation.seed is not None:
+                torch.manual_seed(generation.seed)
+            result = self.model.chat(query, history, self.prepare_images(images),
+                                     on_text=_recording(streamed, on_text), **kwargs)
+        return self._reply(result, streamed, on_text, generation, query, history, len(images))
+
+    def reply_batch(self, items: list[tuple[ChatCall, list[Image.Image], Generation]],
+                    on_texts: list[Callable[[str], None]], stopped: list[Callable[[], bool]]) -> list[Reply]:
+        """Run ``chat_batch`` for several requests in one call (on the generation thread), each
+        streaming through its own ``on_text``; ``stopped[i]()`` says that request i's client left."""
+        import torch
+
+        requests, prompts, streamed = [], [], [[] for _ in items]
+        for (call, images, generation), on_text, is_stopped, pieces in zip(items, on_texts, stopped, streamed):
+            query, history, kwargs = self._prompt(call, generation)
+            request = {"query": query, "history": history, "images": self.prepare_images(images),
+                       "on_text": _recording(pieces, on_text), "stopped": is_stopped, "generation": kwargs}
+            if "system" in kwargs:
+                request["system"] = kwargs.pop("system")
+            if generation.do_sample and generation.seed is not None:
+                kwargs["seed"] = generation.seed  # batch_key lets this happen only with per-row seeds
+            requests.append(request)
+            prompts.append((query, history))
+        with torch.no_grad():
+            texts = list(self._chat_batch(requests))
+        if len(texts) != len(items):
+            raise RuntimeError(f"chat_batch returned {len(texts)} answers for {len(items)} requests")
+        return [self._reply(text, pieces, on_text, item[2], query, history, len(item[1]))
+                for text, pieces, on_text, item, (query, history) in zip(texts, streamed, on_texts, items, prompts)]
+
+    def _prompt(self, call: ChatCall, generation: Generation) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
+        """``query``, ``history`` and keyword arguments of ``chat``; the system text goes to ``system``
+        when ``chat`` takes it, else before the first user turn."""
         query, history = call.query, list(call.history)
         kwargs = generation.kwargs()
         if call.system:
@@ -128,18 +183,11 @@ class ChatModel:
                 history[0] = (f"{call.system}\n\n{history[0][0]}", history[0][1])
             else:
                 query = f"{call.system}\n\n{query}"
-        streamed: list[str] = []
+        return query, history, kwargs
 
-        def forward(piece: str) -> None:
-            streamed.append(piece)
-            on_text(piece)
-
-        with torch.no_grad():
-            if generation.seed is not None:
-                torch.manual_seed(generation.seed)
-            result = self.model.chat(query, history, self.prepare_images(images), on_text=forward, **kwargs)
-        text = result[0] if isinstance(result, tuple) else result
-        text = str(text)
+    def _reply(self, result: Any, streamed: list[str], on_text: Callable[[str], None], generation: Generation,
+               query: str, history: list[tuple[str, str]], num_images: int) -> Reply:
+        text = str(result[0] if isinstance(result, tuple) else result)
         sent = "".join(streamed)
         if text.startswith(sent) and len(text) > len(sent):  # a model that streams nothing (or not all)
             on_text(text[len(sent):])
@@ -147,7 +195,7 @@ class ChatModel:
         # partial character); no more than max_new_tokens were
         completion_tokens = min(self.count_tokens(text), generation.max_new_tokens)
         finish = "length" if completion_tokens >= generation.max_new_tokens else "stop"
-        return Reply(text, finish, self.count_prompt_tokens(query, history, len(images)), completion_tokens)
+        return Reply(text, finish, self.count_prompt_tokens(query, history, num_images), completion_tokens)
 
     # -- usage -------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -170,3 +218,11 @@ class ChatModel:
         texts = [t.replace(self.image_mark, "") for pair in history for t in pair] + [query.replace(self.image_mark, "")]
         per_image = int(getattr(self.model, "num_query_token", 1))
         return sum(self.count_tokens(t) for t in texts if t) + per_image * num_images
+
+
+def _recording(pieces: list[str], on_text: Callable[[str], None]) -> Callable[[str], None]:
+    """``on_text`` that also keeps what was streamed (to send what a model did not stream)."""
+    def forward(piece: str) -> None:
+        pieces.append(piece)
+        on_text(piece)
+    return forward

@@ -1,8 +1,9 @@
 """``mmrun serve``: load a model once and serve it over HTTP (OpenAI chat API + a web page).
 
-    mmrun serve --config run.yaml [--checkpoint CKPT] [--host 127.0.0.1] [--port 8000]
+    mmrun serve --config run.yaml [--checkpoint CKPT] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
 
-Binds to 127.0.0.1 unless told otherwise. ``--port 0`` takes a free port; the line
+Binds to 127.0.0.1 unless told otherwise; another address needs an API key (``--api-key`` or
+``MM_API_KEYS``) or ``--insecure-no-auth``. ``--port 0`` takes a free port; the line
 ``mmrun serve: <model> on http://HOST:PORT`` on stdout says where it listens.
 """
 
@@ -34,8 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
     parser.add_argument("--model-name", help="the name clients send as 'model' (default ARCH-MODEL_TYPE)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--max-queue", type=int, default=16,
-                        help="requests that may wait behind the running one; more get 429 (default 16)")
+    parser.add_argument("--max-queue", type=int, default=128,
+                        help="requests that may wait behind the running batch; more get 429 (default 128)")
+    parser.add_argument("--max-batch-size", type=int, default=16,
+                        help="requests generated together in one call, for models with chat_batch (default 16; 1: off)")
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
+                        help="how long a batch waits for more requests before it starts (default 10)")
+    parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                        help="require 'Authorization: Bearer KEY' on /v1/* (repeatable; also MM_API_KEYS: "
+                             "a key file or comma-separated keys)")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="allow a non-loopback --host without API keys (anyone who reaches it can use it)")
     parser.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (default 20)")
     parser.add_argument("--max-image-mb", type=float, default=10.0, help="largest image, encoded (default 10)")
     parser.add_argument("--max-image-pixels", type=int, default=4096 * 4096, help="largest image, in pixels")
@@ -58,10 +68,14 @@ def main(argv: list[str]) -> int:
     except ImportError as exc:
         raise MMError(f"mmrun serve needs {exc.name or 'its web stack'}, which is not installed",
                       hint="pip install mm-plugin-serve") from exc
+    from mm_serve.auth import load_api_keys
     from mm_serve.chat_model import ChatModel
     from mm_serve.images import ImageLimits
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _check_batching(args)
+    api_keys = load_api_keys(args.api_key)
+    check_exposure(args.host, bool(api_keys), args.insecure_no_auth)
     settings = ServerSettings(
         max_body_bytes=int(args.max_body_mb * MIB),
         images=ImageLimits(int(args.max_image_mb * MIB), args.max_image_pixels, args.max_images,
@@ -69,6 +83,9 @@ def main(argv: list[str]) -> int:
         max_waiting=args.max_queue,
         max_new_tokens=args.max_tokens,
         default_max_new_tokens=min(args.default_max_tokens, args.max_tokens),
+        max_batch_size=args.max_batch_size,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        api_keys=api_keys,
     )
     sock = _bind(args.host, args.port)  # before loading: a taken port fails fast
     loaded = load_config(args.config, args.options)
@@ -78,10 +95,29 @@ def main(argv: list[str]) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"mmrun serve: {chat_model.name} on http://{shown}:{port}", flush=True)
     if not _is_loopback(host):
-        log.warning("listening on %s: reachable from other machines, with no authentication", host)
+        log.warning("listening on %s: reachable from other machines, %s", host,
+                    f"{len(api_keys)} API key(s) required on /v1/*" if api_keys else "with NO authentication")
     config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def check_exposure(host: str, has_keys: bool, insecure_no_auth: bool) -> None:
+    """Refuse to listen beyond this machine without API keys, unless explicitly told to."""
+    if not has_keys and not insecure_no_auth and not _is_loopback(host):
+        raise ConfigError(
+            f"--host {host} makes the server reachable from other machines, and no API key is set",
+            hint="give --api-key KEY (or MM_API_KEYS=KEYFILE), or --insecure-no-auth to serve without "
+                 "authentication, or keep the default --host 127.0.0.1")
+
+
+def _check_batching(args: argparse.Namespace) -> None:
+    if args.max_batch_size < 1:
+        raise ConfigError(f"--max-batch-size {args.max_batch_size}: must be at least 1 (1 turns batching off)")
+    if args.batch_wait_ms < 0:
+        raise ConfigError(f"--batch-wait-ms {args.batch_wait_ms}: must be 0 or more")
+    if args.max_queue < 0:
+        raise ConfigError(f"--max-queue {args.max_queue}: must be 0 or more")
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -12,4 +12,6 @@ def register_commands() -> dict:
                   "help": "serve a chat model: OpenAI-compatible API and a web chat page"},
         "chat": {"target": "mm_serve.chat_cli:main",
                  "help": "chat with a model in the terminal (images by path; scripted from stdin)"},
+        "predict": {"target": "mm_serve.predict.cli:main",
+                    "help": "batch inference over a folder, glob, records file or dataset split (resumable, torchrun)"},
     }

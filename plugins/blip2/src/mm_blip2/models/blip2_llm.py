@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from mm_blip2.models.blip2 import Blip2Base
 from mm_blip2.models.feature_cache import FrozenFeatureCache
@@ -228,9 +229,11 @@ class Blip2LLM(Blip2Base):
         return {"loss": output.loss}
 
     # -- inference --------------------------------------------------------------------------
-    def _generate(self, conversations: list[Conversation], image: Any, on_text: Callable[[str], None] | None,
+    def _generate(self, conversations: list[Conversation], image: Any,
+                  on_text: Callable[[str], None] | list[Callable[[str], None] | None] | None,
                   **generation: Any) -> list[str]:
-        conversations = [self.with_image_mark(c, image is not None) for c in conversations]
+        """``on_text``: one callback (a batch of one), or one per conversation (the backend streams each row)."""
+        conversations = [self.with_image_mark(c, has) for c, has in zip(conversations, _has_images(image, len(conversations)))]
         prompts = [self.llm.encode_prompt(c, self.num_query_token) for c in conversations]
         batch = {k: v.to(self.device) for k, v in self.llm.collate(prompts, padding_side="left").items()}
         embeds = self._embed(batch["input_ids"], self._image_tokens(image, len(conversations)))
@@ -302,14 +305,63 @@ class Blip2LLM(Blip2Base):
         ((N, 3, H, W) or (3, H, W)) fill the :data:`IMAGE_MARK` s of the whole conversation.
         Returns the response and the history extended with this turn."""
         history = list(history or [])
-        conversation: list[dict[str, str]] = []
-        for user, assistant in history:
-            conversation += [{"from": "user", "value": user}, {"from": "assistant", "value": assistant}]
-        conversation.append({"from": "user", "value": query})
         image = None if images is None else [images if images.dim() == 4 else images.unsqueeze(0)]
         generation.setdefault("max_new_tokens", 256)
-        response = self._generate([conversation], image, on_text, **generation)[0]
+        response = self._generate([_chat_conversation(query, history)], image, on_text, **generation)[0]
         return response, history + [(query, response)]
+
+    #: generation settings that may differ between the requests of one :meth:`chat_batch` call
+    chat_batch_row_settings = ("max_new_tokens",)
+
+    @torch.no_grad()
+    def chat_batch(self, requests: Sequence[dict[str, Any]]) -> list[str]:
+        """Several chat turns generated together (the serving contract of docs/serving.md): each request
+        has ``query``, ``history``, ``images``, ``on_text``, ``stopped`` and ``generation``; the settings
+        other than ``max_new_tokens`` are the same for all. A row stops at its own ``max_new_tokens``,
+        or once its ``stopped()`` is true, so that its batch-mates' answers are what they are alone."""
+        conversations = [_chat_conversation(r["query"], r.get("history") or []) for r in requests]
+        images = [None if r.get("images") is None else (r["images"] if r["images"].dim() == 4 else r["images"][None])
+                  for r in requests]
+        given = [i for i in images if i is not None]
+        image = [i if i is not None else given[0].new_zeros(0, *given[0].shape[1:]) for i in images] if given else None
+        limits = [int(r["generation"].get("max_new_tokens", 256)) for r in requests]
+        generation = {**requests[0]["generation"], "max_new_tokens": max(limits)}
+        stops = _RowStops(limits, [r.get("stopped") for r in requests])
+        generation["stopping_criteria"] = StoppingCriteriaList([stops, *generation.get("stopping_criteria", [])])
+        return self._generate(conversations, image, [r.get("on_text") for r in requests], **generation)
+
+
+def _chat_conversation(query: str, history: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    conversation: list[dict[str, str]] = []
+    for user, assistant in history:
+        conversation += [{"from": "user", "value": user}, {"from": "assistant", "value": assistant}]
+    return [*conversation, {"from": "user", "value": query}]
+
+
+def _has_images(image: Any, batch_size: int) -> list[bool]:
+    """Per sample, whether it comes with images (a list entry may be an empty (0, 3, H, W) tensor)."""
+    if image is None:
+        return [False] * batch_size
+    if isinstance(image, torch.Tensor):
+        return [True] * batch_size
+    return [im.numel() > 0 for im in image] + [True] * (batch_size - len(image))
+
+
+class _RowStops(StoppingCriteria):
+    """A Hugging Face stopping criterion: row i is done after ``limits[i]`` new tokens or once
+    ``stopped[i]()`` (its client left); the others go on."""
+
+    def __init__(self, limits: list[int], stopped: list[Callable[[], bool] | None]):
+        self.limits = torch.tensor(limits)
+        self.stopped = stopped
+        self.start: int | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        if self.start is None:  # first call: one new token is in input_ids
+            self.start = input_ids.shape[1] - 1
+        done = (input_ids.shape[1] - self.start) >= self.limits
+        done |= torch.tensor([bool(s and s()) for s in self.stopped])
+        return done.to(input_ids.device)
 
 
 def answers_of(samples: dict[str, Any], batch_size: int) -> list[str] | None:

@@ -92,13 +92,35 @@ class CharChat(BaseModel):
                 ids += char_ids(assistant)
         return ids
 
+    #: generation settings that may differ between the requests of one chat_batch call
+    chat_batch_row_settings = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed")
+
     @torch.no_grad()
     def chat(self, query: str, history: Sequence[Sequence[str]] | None = None, images: Any = None,
              on_text: Callable[[str], None] | None = None, max_new_tokens: int = 32, temperature: float = 1.0,
              top_p: float = 1.0, do_sample: bool = False, **unused: Any) -> str:
         """One chat turn: ``history`` holds earlier (user, assistant) pairs; ``images`` (N, 3, H, W)
         fill the image marks of the whole conversation, in order."""
-        ids = torch.tensor(self.prompt_ids(query, history or []))
+        row = self._prefill(query, history or [], images)
+        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                    "do_sample": do_sample}
+        return self._decode([row], [settings], [on_text], [lambda: False], [None])[0]
+
+    @torch.no_grad()
+    def chat_batch(self, requests: Sequence[dict[str, Any]]) -> list[str]:
+        """Several chat turns decoded together, one character per step for every unfinished row;
+        each row keeps its own settings (a ``seed`` seeds that row's own generator)."""
+        rows = [self._prefill(r["query"], r.get("history") or [], r.get("images")) for r in requests]
+        settings = [{"max_new_tokens": 32, "temperature": 1.0, "top_p": 1.0, "do_sample": False, **r["generation"]}
+                    for r in requests]
+        generators = [torch.Generator().manual_seed(int(s["seed"])) if s.get("seed") is not None else None
+                      for s in settings]
+        return self._decode(rows, settings, [r.get("on_text") for r in requests],
+                            [r.get("stopped") or (lambda: False) for r in requests], generators)
+
+    def _prefill(self, query: str, history: Sequence[Sequence[str]], images: Any) -> dict[str, torch.Tensor]:
+        """The conversation read: its length, the image context every step adds, the last output and state."""
+        ids = torch.tensor(self.prompt_ids(query, history))
         slots = int((ids == IMAGE).sum())
         pixels = _stack(images)
         if slots != pixels.shape[0]:
@@ -111,21 +133,42 @@ class CharChat(BaseModel):
             inputs[ids == IMAGE] = image_embeds
             context = image_embeds.mean(0)  # every step sees the images, so they shape the whole answer
         out, state = self.rnn((inputs + context).unsqueeze(0))
-        text = []
-        for step in range(max_new_tokens):
-            logits = self.head(out[0, -1])
-            token = _sample(logits, temperature, top_p) if do_sample else int(logits.argmax())
-            if token == EOS:
+        return {"length": torch.tensor(len(ids)), "context": context, "out": out[0, -1], "state": state[:, 0]}
+
+    def _decode(self, rows: list[dict[str, torch.Tensor]], settings: list[dict[str, Any]],
+                on_texts: list[Any], stopped: list[Any], generators: list[Any]) -> list[str]:
+        """Greedy or sampled decoding of every row, the unfinished rows stepped through the GRU together."""
+        out = torch.stack([r["out"] for r in rows])
+        state = torch.stack([r["state"] for r in rows], dim=1)
+        texts: list[list[str]] = [[] for _ in rows]
+        active, step = list(range(len(rows))), 0
+        while active:
+            logits = self.head(out[active])
+            going, tokens = [], []
+            for i, row_logits in zip(active, logits):
+                s = settings[i]
+                if step >= int(s["max_new_tokens"]) or stopped[i]():
+                    continue
+                token = (_sample(row_logits, s["temperature"], s["top_p"], generators[i]) if s["do_sample"]
+                         else int(row_logits.argmax()))
+                if token == EOS:
+                    continue
+                texts[i].append(CHARS[token - 4] if token >= 4 else "?")
+                if on_texts[i] is not None:
+                    on_texts[i](texts[i][-1])
+                going.append(i)
+                tokens.append(token)
+            if not going:
                 break
-            char = CHARS[token - 4] if token >= 4 else "?"
-            text.append(char)
-            if on_text is not None:
-                on_text(char)
             if self.step_delay:
-                time.sleep(self.step_delay)
-            step_input = self.embed(torch.tensor([token])) + self.position(torch.tensor([(len(ids) + step) % 512])) + context
-            out, state = self.rnn(step_input.unsqueeze(0), state)
-        return "".join(text)
+                time.sleep(self.step_delay)  # one step of the whole batch, as on an accelerator
+            positions = torch.stack([(rows[i]["length"] + step) % 512 for i in going])
+            context = torch.stack([rows[i]["context"] for i in going])
+            step_input = self.embed(torch.tensor(tokens)) + self.position(positions) + context
+            new_out, new_state = self.rnn(step_input.unsqueeze(1), state[:, going].contiguous())
+            out[going], state[:, going] = new_out[:, 0], new_state
+            active, step = going, step + 1
+        return ["".join(t) for t in texts]
 
 
 def _stack(images: Any) -> torch.Tensor:
@@ -136,9 +179,9 @@ def _stack(images: Any) -> torch.Tensor:
     return torch.stack(list(images)) if len(images) else torch.zeros(0, 3, 1, 1)
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> int:
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None) -> int:
     probs = torch.softmax(logits / max(temperature, 1e-5), dim=-1)
     ordered, order = probs.sort(descending=True)
     keep = ordered.cumsum(0) - ordered < top_p
     ordered = ordered * keep
-    return int(order[torch.multinomial(ordered / ordered.sum(), 1)])
+    return int(order[torch.multinomial(ordered / ordered.sum(), 1, generator=generator)])
