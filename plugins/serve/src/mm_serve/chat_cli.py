@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from PIL import Image
 
 from mm_core.errors import DataError
-from mm_serve.chat_model import IMAGE_MARK, ChatModel
+from mm_serve.chat_model import IMAGE_MARK, ChatModel, add_model_options
 
 QUIT = ("/quit", "/exit")
 HELP = "commands: /image PATH, /clear, /quit"
@@ -31,11 +31,7 @@ HELP = "commands: /image PATH, /clear, /quit"
 def build_parser(prog: str = "mmrun chat") -> argparse.ArgumentParser:
     """The options of ``mmrun chat``."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="a run config naming the model (its model block is used)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="mm checkpoint directory, 'checkpoints' folder / pointer file, or weights file")
-    parser.add_argument("--options", nargs="*", default=[], help="config overrides key.path=value")
-    parser.add_argument("--device", default="cpu")
+    add_model_options(parser, "a run config naming the model (its model block is used)", device="cpu")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--temperature", type=float, default=1.0)

@@ -64,6 +64,17 @@ class Reply:
     completion_tokens: int
 
 
+def add_model_options(parser: Any, config_help: str, device: str | None = None) -> None:
+    """The options every command that loads a model takes (``serve``, ``chat``, ``predict``): what
+    :func:`mm_core.api.load_model_for_inference` reads. ``device=None``: CUDA when available."""
+    parser.add_argument("--config", "--cfg-path", dest="config", required=True, help=config_help)
+    parser.add_argument("--checkpoint", default=None,
+                        help="mm checkpoint directory, 'checkpoints' folder / pointer file, or weights file")
+    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--device", default=device,
+                        help=f"cpu, cuda, cuda:1 ... (default: {device or 'cuda when available'})")
+
+
 def require_chat(model: Any) -> Callable[..., Any]:
     """``model.chat``; a :class:`ConfigError` saying how to opt in when the model has none."""
     chat = getattr(model, "chat", None)

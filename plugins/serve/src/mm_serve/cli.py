@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mm_core.config.loader import load_config
 from mm_core.errors import ConfigError, MMError
+from mm_serve.chat_model import add_model_options
 
 log = logging.getLogger("mm_serve")
 
@@ -28,13 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The options of ``mmrun serve``."""
     parser = argparse.ArgumentParser(
         prog="mmrun serve", description="Serve a model that implements chat: OpenAI-compatible API and a web chat page.")
-    parser.add_argument("--config", "--cfg-path", dest="config", required=True, help="the config with the model block")
-    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
-    parser.add_argument("--checkpoint", help="weights to load (.safetensors/.pth file or mm checkpoint directory)")
+    add_model_options(parser, "the config with the model block")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
     parser.add_argument("--model-name", help="the name clients send as 'model' (default ARCH-MODEL_TYPE)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--max-queue", type=int, default=128,
                         help="requests that may wait behind the running batch; more get 429 (default 128)")
     parser.add_argument("--max-batch-size", type=int, default=16,

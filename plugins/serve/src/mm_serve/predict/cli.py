@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mm_core.errors import ConfigError
+from mm_serve.chat_model import add_model_options
 from mm_serve.predict.calls import Predictor, Settings
 from mm_serve.predict.inputs import Record, read_records
 from mm_serve.predict.output import PredictionFile
@@ -30,10 +31,7 @@ log = logging.getLogger("mm_serve.predict")
 def build_parser(prog: str = "mmrun predict") -> argparse.ArgumentParser:
     """The options of ``mmrun predict``."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="a run config naming the model (and datasets, for --split)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="mm checkpoint directory, 'checkpoints' folder / pointer file, or weights file")
-    parser.add_argument("--options", nargs="*", default=[], help="config overrides key.path=value")
+    add_model_options(parser, "a run config naming the model (and datasets, for --split)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--inputs", help="a folder of images, a glob, or a .jsonl/.json/.csv of records "
                                          "(image, optional prompt / question / id)")
@@ -44,7 +42,6 @@ def build_parser(prog: str = "mmrun predict") -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="the JSONL file to write (appended to when resuming)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers that decode images")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     parser.add_argument("--method", default="auto", choices=["auto", "generate", "predict_answers", "chat"])
     parser.add_argument("--prompt", default=None, help="the prompt of inputs that have none (default: the model's)")
     parser.add_argument("--max-new-tokens", type=int, default=30)
