@@ -64,7 +64,7 @@ def loop_rate(loaded, folder: Path) -> tuple[float, list[str]]:
     """Images/s of a per-image loop: open, process, ``generate`` one image at a time."""
     import torch
 
-    from mm_serve.predict.loading import open_image
+    from mm_serve.images import open_image
 
     outputs = []
     start = time.perf_counter()

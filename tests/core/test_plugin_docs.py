@@ -12,8 +12,6 @@ import pytest
 from ..conftest import REPO, mm_env, run_mmrun
 from .test_plugins import pip_install_target
 
-pytestmark = pytest.mark.slow  # real runs / several processes: `make test-fast` skips this module
-
 DOC = REPO / "docs" / "plugins.md"
 sys.path.insert(0, str(REPO / "docs"))
 import hook_reference  # noqa: E402
@@ -41,13 +39,19 @@ def walkthrough_files(heading: str = "## Walk-through: a model plugin") -> dict[
     return files
 
 
+def write_files(project, files: dict[str, str]) -> None:
+    """Write ``relative path -> text`` under ``project``."""
+    for relative, text in files.items():
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text(text)
+
+
+@pytest.mark.slow  # pip-installs the plugin and runs its tests
 def test_walkthrough_plugin_installs_lists_and_passes_its_tests(tmp_path):
     project = tmp_path / "mm-plugin-patchmlp"
     files = walkthrough_files()
     assert {"pyproject.toml", "src/mm_patchmlp/hooks.py", "tests/test_patchmlp.py"} <= set(files)
-    for relative, text in files.items():
-        (project / relative).parent.mkdir(parents=True, exist_ok=True)
-        (project / relative).write_text(text)
+    write_files(project, files)
     site = tmp_path / "site"
     pip_install_target(project, site)
     env = mm_env([site])

@@ -15,7 +15,9 @@ from mm_core.plugins import PluginHost, plugin_registered
 
 from ..conftest import TOY_PROJECT, mm_env, run_mmrun
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # pip installs plugins: `make test-fast` skips this module
+pytestmark = pytest.mark.timeout(300)
+#: the tests that use ``site`` pip-install plugin distributions: `make test-fast` skips them
+slow = pytest.mark.slow
 
 
 def pip_install_target(project: Path, target: Path) -> None:
@@ -79,6 +81,7 @@ def site(tmp_path_factory) -> Path:
     return target
 
 
+@slow
 def test_installed_plugin_is_discovered_listed_and_builds_a_model(site, tmp_path):
     env = mm_env([site])
     listed = run_mmrun(["list", "models"], env)
@@ -93,6 +96,7 @@ def test_installed_plugin_is_discovered_listed_and_builds_a_model(site, tmp_path
     assert built.stdout.split() == ["ToyRegressor", "32"], built.stderr
 
 
+@slow
 def test_broken_plugin_is_reported_and_others_keep_working(site):
     env = mm_env([site])
     plugins = run_mmrun(["plugins"], env)
@@ -104,6 +108,7 @@ def test_broken_plugin_is_reported_and_others_keep_working(site):
     assert "plugin 'mm-plugin-broken 0.9.1' failed to load" in listed.stdout
 
 
+@slow
 def test_installed_plugins_with_a_typo_or_another_api_are_reported(site):
     plugins = run_mmrun(["plugins", "-v"], mm_env([site]))
     assert plugins.returncode == 0
@@ -116,6 +121,7 @@ def test_installed_plugins_with_a_typo_or_another_api_are_reported(site):
     assert "toy_regressor" in listed.stdout
 
 
+@slow
 def test_a_name_from_a_broken_plugin_fails_with_that_plugins_error(site, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("model:\n  arch: broken_model\nrun:\n  task: base\n")
@@ -126,6 +132,7 @@ def test_a_name_from_a_broken_plugin_fails_with_that_plugins_error(site, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+@slow
 def test_listing_plugins_and_config_do_not_import_torch(site, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("model: {arch: toy_regressor, model_type: wide}\nrun: {task: base, max_epoch: 2}\n")
@@ -137,6 +144,7 @@ def test_listing_plugins_and_config_do_not_import_torch(site, tmp_path):
     assert "TORCH False False" in result.stdout
 
 
+@slow
 def test_autoload_can_be_disabled_and_limited(site):
     off = run_mmrun(["plugins"], mm_env([site], MM_DISABLE_PLUGIN_AUTOLOAD="1"))
     assert "mm-plugin-toy" not in off.stdout and "mm_core.builtin" in off.stdout
@@ -195,6 +203,7 @@ def test_plugins_registered_in_code_can_be_removed(toy_plugin):
     assert "extra_proc" not in get_registry().names("processors")
 
 
+@slow
 def test_plugin_module_named_in_the_environment_and_installed_loads_once(site):
     result = run_mmrun(["plugins"], mm_env([site], MM_PLUGIN_MODULES="mm_toy.hooks"))
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from ..conftest import mm_env, run_mmrun
-from .test_plugin_docs import walkthrough_files
+from .test_plugin_docs import walkthrough_files, write_files
 from .test_plugins import pip_install_target
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # pip install, training, a report, pytest
@@ -47,9 +47,7 @@ def test_a_plugin_written_from_the_docs_trains_reports_and_passes_its_tests(tmp_
     assert made.returncode == 0, made.stderr
     guide = walkthrough_files("## Writing a dataset builder")
     assert {"src/mm_csvcap/captions.py", "src/mm_csvcap/hooks.py", "examples/csv_captions.yaml"} <= set(guide)
-    for relative, text in guide.items():
-        (project / relative).parent.mkdir(parents=True, exist_ok=True)
-        (project / relative).write_text(text)
+    write_files(project, guide)
     site = tmp_path / "site"
     pip_install_target(project, site)
     cache = tmp_path / "cache"

@@ -69,7 +69,7 @@ def test_folder_answers_equal_generate_one_by_one(images: Path, qwen_config: Pat
     ``model.generate`` gives that image alone (greedy), token for token."""
     import torch
 
-    from mm_serve.predict.loading import open_image
+    from mm_serve.images import open_image
 
     out = tmp_path / "preds.jsonl"
     assert predict("--config", qwen_config, "--inputs", images, "--output", out, "--batch-size", 3,
@@ -92,7 +92,7 @@ def test_jsonl_prompts_and_questions_equal_one_by_one(images: Path, qwen_config:
     own prompt) and questions (predict_answers): each equals its own call alone."""
     import torch
 
-    from mm_serve.predict.loading import open_image
+    from mm_serve.images import open_image
 
     records = [{"id": f"p{i}", "image": f"img{i}.png", **({"prompt": p} if p else {})} for i, p in enumerate(PROMPTS)]
     records += [{"id": 100 + i, "image": str(images / f"img{i}.png"), "question": q} for i, q in enumerate(QUESTIONS)]

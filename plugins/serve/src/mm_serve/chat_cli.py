@@ -23,6 +23,7 @@ from PIL import Image
 
 from mm_core.errors import DataError
 from mm_serve.chat_model import IMAGE_MARK, ChatModel, add_model_options
+from mm_serve.images import IMAGE_ERRORS, open_image
 
 QUIT = ("/quit", "/exit")
 HELP = "commands: /image PATH, /clear, /quit"
@@ -72,8 +73,8 @@ class ChatSession:
     def attach(self, path: str) -> None:
         """Open the image at ``path``; it goes before the next question."""
         try:
-            image = Image.open(Path(path).expanduser()).convert("RGB")
-        except (OSError, Image.DecompressionBombError) as exc:  # the bomb guard's error is no OSError
+            image = open_image(Path(path).expanduser())
+        except IMAGE_ERRORS as exc:
             self.say(f"cannot open image {path}: {exc}")
             return
         self.images.append(image)

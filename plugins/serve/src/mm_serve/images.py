@@ -1,4 +1,5 @@
-"""Turning an OpenAI ``image_url`` into a PIL image, within the server's limits.
+"""Opening images for the serve plugin: an OpenAI ``image_url`` within the server's limits, and a
+local file for ``mmrun chat`` / ``mmrun predict`` (:func:`open_image`).
 
 Accepted: ``data:image/...;base64,...`` URLs, and — only when the server was started with one
 or more image roots — local paths (``/abs/path.png``, ``file:///abs/path.png``, or a path
@@ -17,12 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mm_serve.schemas import APIError
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$",
                        re.DOTALL)
+
+
+#: What decoding an image may raise; Pillow's decompression-bomb guard raises an error that is no OSError.
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The RGB image at ``path``, fully decoded (a truncated file fails here, not in the model);
+    raises one of :data:`IMAGE_ERRORS`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the 2x-limit error still applies
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -101,8 +116,7 @@ def _decode(data: bytes, limits: ImageLimits, param: str) -> Image.Image:
             return image.convert("RGB")
     except APIError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (*IMAGE_ERRORS, Image.DecompressionBombWarning) as exc:
         raise APIError(400, f"{param}: the image cannot be decoded ({type(exc).__name__}: {exc})",
                        code="invalid_image", param=param) from exc
 

@@ -3,19 +3,15 @@ processed image, or the reason it could not be read, so one bad file never stops
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from torch.utils.data import Dataset
 
 from mm_core.errors import MMError
+from mm_serve.images import IMAGE_ERRORS, open_image
 from mm_serve.predict.inputs import Record
-
-#: What decoding a file may raise; Pillow's decompression-bomb guard raises an error that is no OSError.
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -26,15 +22,6 @@ class Item:
     pixels: Any = None
     sample: dict[str, Any] | None = None
     error: str | None = None
-
-
-def open_image(path: str) -> Image.Image:
-    """The RGB image at ``path``, fully decoded (so truncated files fail here, not in the model)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the 2x-limit error still applies
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
 
 
 class RecordImages(Dataset):
