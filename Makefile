@@ -6,8 +6,9 @@ STAMP := $(VENV)/.mm-installed
 # On this project's machines these pins install from local disk (pip only; uv/poetry ignore it).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 # mm-core and the plugins of this repository (mm-plugin-deepspeed comes after DeepSpeed's own build, below)
-PACKAGES := -e core -e plugins/blip2 -e plugins/qwen_llm -e plugins/datasets_coco -e plugins/avsd_dialogue \
-	-e plugins/caption_metrics -e plugins/serve -e plugins/report -e plugins/tensorboard
+PACKAGES := -e core -e plugins/blip_processors -e plugins/blip -e plugins/blip2 -e plugins/qwen_llm \
+	-e plugins/datasets_coco -e plugins/avsd_dialogue -e plugins/caption_metrics -e plugins/serve -e plugins/report \
+	-e plugins/tensorboard -e plugins/memory_plan
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

@@ -31,8 +31,9 @@ def imported_packages(path: Path) -> set[str]:
 
 
 def test_the_plugins_are_the_distributions_the_design_names():
-    assert {"mm_blip2", "mm_qwen_llm", "mm_datasets_coco", "mm_avsd_dialogue", "mm_serve", "mm_report",
-            "mm_deepspeed", "mm_caption_metrics", "mm_tensorboard"} <= set(PLUGIN_PACKAGES)
+    assert {"mm_blip_processors", "mm_blip", "mm_blip2", "mm_qwen_llm", "mm_datasets_coco", "mm_avsd_dialogue",
+            "mm_serve", "mm_report", "mm_deepspeed", "mm_caption_metrics", "mm_tensorboard",
+            "mm_memory_plan"} <= set(PLUGIN_PACKAGES)
 
 
 def test_the_core_stays_within_its_line_budget():

@@ -30,8 +30,19 @@ MMRUN = Path(sys.executable).parent / "mmrun"
 #: arch -> (dataset builder, config type) whose generated data its ``tiny`` type trains on (as in
 #: examples/*.yaml); the batch is two train samples read with the processors of the model type.
 MODEL_DATA: dict[str, tuple[str, str]] = {
+    "blip_caption": ("coco_caption", "shapes"),
+    "blip_feature_extractor": ("coco_caption", "shapes"),
+    "blip_image_text_matching": ("coco_caption", "shapes"),
+    "blip_retrieval": ("coco_caption", "shapes"),
+    "blip_vqa": ("coco_vqa", "shapes"),
+    "blip2": ("coco_caption", "shapes"),
     "blip2_feature_extractor": ("coco_caption", "shapes"),
+    "blip2_image_text_matching": ("coco_caption", "shapes"),
     "blip2_llm": ("coco_caption", "shapes"),
+    "blip2_opt": ("coco_caption", "shapes"),
+    "blip2_t5": ("coco_caption", "shapes"),
+    "blip2_t5_instruct": ("coco_caption", "shapes"),
+    "blip2_vicuna_instruct": ("coco_caption", "shapes"),
     "gpt_dialogue": ("avsd_dialogue", "tiny"),
     "minigpt4qwen": ("minigpt4_instruction", "shapes"),
 }
@@ -43,8 +54,17 @@ BUILDER_DATA: dict[str, tuple[str, str | None]] = {
     "avsd_dialogue": ("tiny", None),
     "coco_caption": ("shapes", None),
     "coco_vqa": ("shapes", None),
+    "gqa": ("shapes", None),
+    "ok_vqa": ("shapes", None),
+    "coco_retrieval": ("shapes", None),
+    "flickr30k": ("shapes", None),
+    "vg_caption": ("shapes", None),
     "minigpt4_instruction": ("shapes", None),
     "llava_instruction": ("default", "minigpt4_instruction"),
+    "llava_pretrain": ("shapes", None),
+    "llava_instruct_100k": ("default", "minigpt4_instruction"),
+    "llava_instruct_156k": ("default", "minigpt4_instruction"),
+    "videochatgpt_100k": ("shapes", None),
 }
 
 
@@ -104,7 +124,8 @@ def test_every_plugin_loads_and_no_name_is_claimed_twice():
 
 
 def test_the_tables_name_only_registered_names():
-    tables = {"models": MODEL_DATA, "processors": PROCESSOR_ITEMS, "datasets": BUILDER_DATA, "metrics": METRIC_CHECKS}
+    tables = {"models": MODEL_DATA, "processors": PROCESSOR_ITEMS, "datasets": BUILDER_DATA, "metrics": METRIC_CHECKS,
+              "llms": LLM_OPTIONS}
     stale = {kind: sorted(set(table) - set(NAMES[kind])) for kind, table in tables.items()}
     assert stale == {kind: [] for kind in tables}, "remove (or rename) the entries of names no plugin registers"
 
@@ -172,6 +193,8 @@ PROCESSOR_ITEMS: dict[str, tuple[Callable[..., Any], dict[str, Any], Callable[[A
     "blip_image_eval": (image_item, {"image_size": 28}, image_size_is(28)),
     "blip2_image_train": (image_item, {"image_size": 32}, image_size_is(32)),
     "blip2_image_eval": (image_item, {"image_size": 32}, image_size_is(32)),
+    "clip_image_train": (image_item, {"image_size": 28}, image_size_is(28)),
+    "clip_image_eval": (image_item, {"image_size": 28}, image_size_is(28)),
     "gpt_dialogue": (lambda _: DIALOGUE, {"tokenizer": "tiny", "max_turns": 1}, expect_dialogue_encoding),
     "gpt_video_ft": (video_item, {"visual_ft": ["i3d_flow", "i3d_rgb"], "audio_ft": ["vggish"], "tokenizer": "tiny"},
                      expect_video_features),
@@ -208,11 +231,22 @@ def test_task_sets_up(name):
     check_task(name)
 
 
+#: LLM backend -> its tiny, offline ``model.llm`` options (random weights) for the contract check.
+LLM_OPTIONS: dict[str, dict[str, Any]] = {
+    "qwen": {"model": "mm_qwen_llm:assets/tiny_qwen2", "random_init": True},
+    "hf_causal_lm": {"model": "mm_qwen_llm:assets/tiny_opt", "random_init": True},
+    "hf_seq2seq": {"model": "mm_qwen_llm:assets/tiny_flan_t5", "random_init": True},
+}
+
+
 @pytest.mark.parametrize("name", NAMES["llms"])
-def test_llm_backend_resolves_to_a_base_llm(name):
+def test_llm_backend_passes_the_contract(name):
     from mm_core.base.llm import BaseLLM
+    from mm_core.testing import check_llm_backend
 
     assert issubclass(get_registry().resolve("llms", name), BaseLLM)
+    assert name in LLM_OPTIONS, missing_from_table("LLM backend", name, "LLM_OPTIONS")
+    assert isinstance(check_llm_backend(name, LLM_OPTIONS[name]), BaseLLM)
 
 
 @pytest.mark.parametrize("name", NAMES["runners"])

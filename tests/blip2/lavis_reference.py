@@ -72,6 +72,10 @@ def lavis_state_dict(seed: int = 0, d: dict = DIMS, tower_scale: float = 1.0) ->
                 b + f"output{suffix}.dense.weight": r(Hq, d["inter"], scale=0.2), b + f"output{suffix}.dense.bias": r(Hq),
                 b + f"output{suffix}.LayerNorm.weight": r(Hq, base=1.0), b + f"output{suffix}.LayerNorm.bias": r(Hq),
             })
+    # LAVIS' BertLMHeadModel ties the LM decoder to the word embeddings and its bias to predictions.bias:
+    # a checkpoint holds both names with the same values
+    sd["Qformer.cls.predictions.decoder.weight"] = sd["Qformer.bert.embeddings.word_embeddings.weight"].clone()
+    sd["Qformer.cls.predictions.decoder.bias"] = sd["Qformer.cls.predictions.bias"].clone()
     small = ("cls_token", "pos_embed", "patch_embed.proj.", "attn.proj.", "mlp.fc2.")
     for key in sd:
         if key.startswith("visual_encoder.") and any(part in key for part in small):
@@ -88,12 +92,14 @@ def _lin(x, sd, prefix):
 
 
 def _attend(q, k, v, heads, key_mask=None):
+    """``key_mask``: [B, K] (which keys every position may see) or [B, Tq, K] (per position)."""
     B, Tq, C = q.shape
     hd = C // heads
     q, k, v = (t.reshape(B, t.shape[1], heads, hd).transpose(1, 2) for t in (q, k, v))
     scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
     if key_mask is not None:
-        scores = scores.masked_fill(key_mask[:, None, None, :] == 0, float("-inf"))
+        mask = key_mask[:, None, None, :] if key_mask.dim() == 2 else key_mask[:, None]
+        scores = scores.masked_fill(mask == 0, float("-inf"))
     return (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, Tq, C)
 
 
@@ -125,9 +131,11 @@ def _ffn(sd, prefix, suffix, x):
     return _ln(h + x, sd, f"{prefix}output{suffix}.LayerNorm.", 1e-12)
 
 
-def qformer(sd, image_embeds=None, input_ids=None, text_mask=None, d=DIMS):
+def qformer(sd, image_embeds=None, input_ids=None, text_mask=None, d=DIMS, decoder=False):
     """LAVIS' Qformer.bert: [queries; text] -> embeddings LayerNorm -> layers whose query part
-    also cross-attends to the image and uses the ``_query`` FFN; text uses the plain FFN."""
+    also cross-attends to the image and uses the ``_query`` FFN; text uses the plain FFN.
+    ``decoder``: LAVIS' ITG pass (queries computed alone, as its cached query pass; text token j
+    sees every query and the non-padding text tokens <= j)."""
     E = "Qformer.bert.embeddings."
     parts, masks = [], []
     B = image_embeds.shape[0] if image_embeds is not None else input_ids.shape[0]
@@ -142,6 +150,12 @@ def qformer(sd, image_embeds=None, input_ids=None, text_mask=None, d=DIMS):
         masks.append(text_mask)
     h = _ln(torch.cat(parts, 1), sd, E + "LayerNorm.", 1e-12)
     mask = torch.cat(masks, 1)
+    if decoder:
+        T = input_ids.shape[1]
+        full = torch.zeros(B, nq + T, nq + T, dtype=torch.long)
+        full[:, :, :nq] = 1
+        full[:, nq:, nq:] = torch.tril(torch.ones(T, T, dtype=torch.long))[None] * text_mask[:, None, :]
+        mask = full
     for i in range(d["layers"]):
         b = f"Qformer.bert.encoder.layer.{i}."
         a = _bert_attention(sd, b + "attention.", h, h, d["q_heads"], mask)
@@ -155,3 +169,10 @@ def qformer(sd, image_embeds=None, input_ids=None, text_mask=None, d=DIMS):
             outs.append(_ffn(sd, b, "", a[:, nq:]))
         h = torch.cat(outs, 1)
     return h
+
+
+def lm_head(sd, hidden):
+    """LAVIS' Qformer.cls: dense -> GELU -> LayerNorm(1e-12) -> decoder (+ bias)."""
+    P = "Qformer.cls.predictions."
+    h = _ln(F.gelu(_lin(hidden, sd, P + "transform.dense.")), sd, P + "transform.LayerNorm.", 1e-12)
+    return h @ sd[P + "decoder.weight"].T + sd[P + "bias"]

@@ -1,12 +1,12 @@
-"""The image-text contrastive loss of ``blip2_feature_extractor`` pinned to its formula, recomputed
-here element by element from the features ``extract_features`` returns:
+"""The image-text contrastive loss of ``blip2_feature_extractor`` (LAVIS' feature extractor is its
+``Blip2Qformer``, so it trains with the one stage-1 ITC of :mod:`mm_blip2.models.stage1_losses`),
+recomputed here element by element from the features ``extract_features`` returns:
 
-    s[i, t] = max over queries q of <image_proj[i, q], text_proj[t, CLS]> / temp
-    loss    = (CE(s, diagonal) + CE(s^T, diagonal)) / 2
+    s[i, t]    = max over queries q of <image_proj[i, q], text_proj[t, CLS]> / temp
+    target[i]  = uniform over the texts t with image_id[t] == image_id[i] (the diagonal without ids)
+    loss       = (CE_0.1(s, target) + CE_0.1(s^T, target)) / 2,   CE_e: targets (1 - e) * target + e / N
 
-This pins the loss *as it is today* (hard targets, the learnable ``temp``: 0.07 at init). LAVIS' stage-1 ITC
-adds label smoothing 0.1; the issue that brings stage-1 training to LAVIS' formula changes this
-test together with the loss."""
+with the learnable ``temp`` (0.07 at init, clamped to [0.001, 0.5]) and LAVIS' label smoothing 0.1."""
 
 from __future__ import annotations
 
@@ -25,13 +25,20 @@ INITIAL_TEMPERATURE = 0.07  # LAVIS' Blip2Qformer: self.temp = nn.Parameter(0.07
 CHECKPOINT_TEMPERATURE = 0.05  # the "temp" tensor of lavis_reference.lavis_state_dict()
 
 
-def _cross_entropy(logits: list[list[float]]) -> float:
-    """Mean over rows of -log softmax(row)[row index], in float64."""
+SMOOTHING = 0.1  # LAVIS' label smoothing of the stage-1 ITC
+
+
+def _cross_entropy(logits: list[list[float]], positives: list[list[bool]] | None = None,
+                   smoothing: float = SMOOTHING) -> float:
+    """Mean over rows of -sum_c q_c log softmax(row)_c, in float64, where q is uniform over the row's
+    positives (its own index by default), smoothed: (1 - smoothing) * q + smoothing / N."""
     total = 0.0
     for i, row in enumerate(logits):
         top = max(row)
         log_norm = top + math.log(sum(math.exp(v - top) for v in row))
-        total += log_norm - row[i]
+        pos = positives[i] if positives else [t == i for t in range(len(row))]
+        q = [(1 - smoothing) * p / sum(pos) + smoothing / len(row) for p in pos]
+        total -= sum(qc * (v - log_norm) for qc, v in zip(q, row))
     return total / len(logits)
 
 
@@ -59,8 +66,21 @@ def test_itc_loss_equals_the_formula_from_the_features():
     expected = (_cross_entropy(sim) + _cross_entropy(transposed)) / 2
     assert out["loss"].item() == float(out["loss_itc"])
     assert abs(out["loss"].item() - expected) < 1e-5 * max(1.0, expected)
+    # without smoothing the value differs: the 0.1 is visible
+    assert abs((_cross_entropy(sim, smoothing=0.0) + _cross_entropy(transposed, smoothing=0.0)) / 2 - expected) > 1e-3
+
+    # two captions of one image (image_id) are both positives of it, in both directions
+    ids = [5, 8, 5]
+    with torch.no_grad():
+        out_ids = model({**samples, "image_id": torch.tensor(ids)})
+    positives = [[ids[t] == ids[i] for t in range(n)] for i in range(n)]
+    expected_ids = (_cross_entropy(sim, positives) + _cross_entropy(transposed, positives)) / 2
+    assert abs(out_ids["loss"].item() - expected_ids) < 1e-5 * max(1.0, expected_ids)
+    assert abs(expected_ids - expected) > 1e-3
     # guards of the formula's parts: the best query differs from the queries' mean, and the two
     # directions differ, so a mean over queries or a one-sided loss gives another value
     mean_sim = [[sum(cosine[i][t]) / nq / CHECKPOINT_TEMPERATURE for t in range(n)] for i in range(n)]
-    assert abs(_cross_entropy(mean_sim) - _cross_entropy(sim)) > 1e-2
+    # (compared without smoothing, which pulls every value toward log N)
+    assert abs(_cross_entropy(mean_sim, smoothing=0.0) - _cross_entropy(sim, smoothing=0.0)) > 1e-2
+    assert abs(_cross_entropy(mean_sim) - _cross_entropy(sim)) > 5e-3
     assert abs(_cross_entropy(sim) - _cross_entropy(transposed)) > 1e-3

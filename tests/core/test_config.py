@@ -245,7 +245,7 @@ def test_each_lavis_run_key_is_accepted_when_it_means_what_mm_does_else_refused(
         assert f"run.{key}" in str(err.value) and (err.value.hint or "must be >=" in str(err.value))
 
 
-@pytest.mark.parametrize("key", ["distributed", "use_dist_eval_sampler"])
+@pytest.mark.parametrize("key", ["distributed"])
 def test_single_process_keys_are_refused_under_a_multi_process_launch(toy_plugin, run_yaml, monkeypatch, key):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match=rf"run\.{key}: False is not supported") as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -43,6 +44,25 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, in
     assert len(eval_two) == len(eval_one) == 2
     for a, b in zip(eval_one, eval_two):  # every validation sample scored once across the two ranks
         assert abs(a["loss"] - b["loss"]) < 1e-5
+
+
+def test_use_dist_eval_sampler_false_evaluates_the_whole_split_on_every_rank(tmp_path, in_process):
+    """LAVIS' ``use_dist_eval_sampler: false`` (its retrieval files set it): no sharding; rank 0's results
+    are the split's. 12 samples in batches of 8: one process per split gives batches of 8 and 4, a
+    sharded split two batches of 6."""
+    settings = {"max_epoch": 1, "batch_size_eval": 8, "splits": {"train": 16, "val": 12}}
+    single = make_config(fresh_dir(tmp_path / "one"), batch_size_train=8, **settings)
+    whole = make_config(fresh_dir(tmp_path / "whole"), batch_size_train=4, use_dist_eval_sampler=False, **settings)
+    sharded = make_config(fresh_dir(tmp_path / "sharded"), batch_size_train=4, **settings)
+    for config in (whole, sharded):
+        result = run_mm(config, nproc=2, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert in_process(single) == 0
+    sizes = {name: [r["n"] for r in json.loads((tmp_path / name / "out" / "result" / "val_epoch0.json").read_text())]
+             for name in ("one", "whole", "sharded")}
+    assert sizes == {"one": [8, 4], "whole": [8, 4], "sharded": [6, 6]}
+    losses = {name: read_events(tmp_path / name / "out", "eval")[0]["loss"] for name in sizes}
+    assert abs(losses["whole"] - losses["one"]) < 1e-5 and abs(losses["sharded"] - losses["one"]) < 1e-5
 
 
 def test_killing_one_rank_ends_the_whole_job_within_the_timeout(tmp_path):

@@ -71,6 +71,18 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoi
     assert [f["status"] for f in finished] == ["failed"]
 
 
+def test_each_training_batch_carries_its_position_as_lavis_runner_adds_it(tmp_path, in_process):
+    """LAVIS' runner adds ``epoch``, ``iters`` (micro-batch index in the epoch) and
+    ``num_iters_per_epoch`` to every training batch; models such as BLIP's retrieval ramp on them."""
+    config = make_config(tmp_path, splits={"train": 48}, max_epoch=2, batch_size_train=8, accum_grad_iters=2,
+                         valid_splits=[])
+    batches_file = tmp_path / "batches.jsonl"
+    assert in_process(config, MM_TOY_BATCHES=str(batches_file)) == 0
+    batches = [json.loads(line) for line in batches_file.read_text().splitlines()]
+    assert [(b["epoch"], b["iters"], b["num_iters_per_epoch"]) for b in batches] == \
+        [(epoch, i, 6) for epoch in (0, 1) for i in range(6)]
+
+
 def test_lifecycle_plugin_sees_every_step_evaluation_and_checkpoint(tmp_path, in_process):
     config = make_config(tmp_path, max_epoch=3, ckpt_iters=5, log_freq=4)
     events_file = tmp_path / "events.jsonl"

@@ -18,10 +18,7 @@ from mm_core.registry import get_registry
 def load_model(name: str, model_type: str, is_eval: bool = False, device: str = "cpu",
                checkpoint: str | None = None) -> Any:
     """Build ``name`` with the default config of ``model_type``; optionally load a checkpoint."""
-    model = _build_model(load_model_defaults(name, model_type).model, checkpoint)
-    if is_eval:
-        model.eval()
-    return model.to(device)
+    return _build_model(load_model_defaults(name, model_type).model, checkpoint, is_eval, device)
 
 
 def load_processor(name: str, cfg: DictConfig | dict | None = None) -> Any:
@@ -40,8 +37,9 @@ def processor_from_config(cfg: DictConfig | dict | None) -> Any:
 
 
 def load_preprocess(preprocess: DictConfig | dict | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``({"train": vis, "eval": vis}, {"train": text, "eval": text})`` from a ``preprocess`` block."""
-    preprocess = OmegaConf.create(dict(preprocess or {}))
+    """``({"train": vis, "eval": vis}, {"train": text, "eval": text})`` from a ``preprocess`` block (or a
+    dataset's block, which holds the same ``vis_processor`` / ``text_processor`` keys)."""
+    preprocess = preprocess if isinstance(preprocess, DictConfig) else OmegaConf.create(dict(preprocess or {}))
     vis = {stage: processor_from_config(OmegaConf.select(preprocess, f"vis_processor.{stage}")) for stage in ("train", "eval")}
     text = {stage: processor_from_config(OmegaConf.select(preprocess, f"text_processor.{stage}")) for stage in ("train", "eval")}
     return vis, text
@@ -51,11 +49,9 @@ def load_model_and_preprocess(name: str, model_type: str, is_eval: bool = False,
                               checkpoint: str | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The model and its train/eval processors, from the model type's ``preprocess`` block."""
     defaults = load_model_defaults(name, model_type)
-    model = _build_model(defaults.model, checkpoint)
-    if is_eval:
-        model.eval()
+    model = _build_model(defaults.model, checkpoint, is_eval, device)
     vis, text = load_preprocess(defaults.get("preprocess"))
-    return model.to(device), vis, text
+    return model, vis, text
 
 
 @dataclass
@@ -82,14 +78,14 @@ def load_model_for_inference(
     if cfg.get("model") is None or cfg.model.get("arch") is None:
         raise ConfigError(f"{loaded.user_file}: no model.arch to load",
                           hint="give a run config with a model block (model.arch, model.model_type)")
-    model = _build_model(cfg.model, checkpoint)
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _build_model(cfg.model, checkpoint, True, device)
     vis, text = load_preprocess(cfg.get("preprocess"))
     name = f"{cfg.model.arch}-{cfg.model.get('model_type') or 'default'}"
-    return InferenceModel(model.to(device).eval(), vis["eval"], text["eval"], cfg, name)
+    return InferenceModel(model, vis["eval"], text["eval"], cfg, name)
 
 
 def _checkpoint_source(checkpoint: str | Path) -> str | Path:
@@ -117,11 +113,12 @@ def load_dataset(name: str, cfg_path: str | Path | None = None, vis_path: str | 
     return builder.build_datasets()
 
 
-def _build_model(model_cfg: DictConfig, checkpoint: str | Path | None) -> Any:
+def _build_model(model_cfg: DictConfig, checkpoint: str | Path | None, is_eval: bool = False,
+                 device: str | None = None) -> Any:
     model = get_registry().resolve("models", str(model_cfg.arch)).from_config(model_cfg)
     if checkpoint is not None:
         model.load_checkpoint(_checkpoint_source(checkpoint))
-    return model
+    return model.to(device).eval() if is_eval else model.to(device)
 
 
 class _Zoo:

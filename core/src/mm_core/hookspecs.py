@@ -1,8 +1,4 @@
-"""The hook specifications: the contract between mm and its plugins (docs/plugins.md explains it).
-
-Registration hooks (``register_*``) return name -> lazy target ``"package.module:Attr"`` (or a
-:class:`~mm_core.registry.Registration` dict), so listing names imports nothing heavy. Lifecycle
-hooks are called by the engine during a run with a :class:`~mm_core.run_view.RunView` of it."""
+"""The hook specifications: the contract between mm and its plugins (docs/plugins.md, "Hook reference")."""
 
 from __future__ import annotations
 
@@ -16,9 +12,7 @@ if TYPE_CHECKING:
 PROJECT_NAME = "mm"
 ENTRY_POINT_GROUP = "mm.plugins"
 
-#: Version of the hook API. A plugin may declare ``MM_API_VERSION = "2.0"`` in its hook module;
-#: a plugin written for another major version is reported and not loaded. 2.0: lifecycle hooks
-#: receive ``run: RunView`` instead of the runner object.
+#: Version of the hook API, matched against a plugin's ``MM_API_VERSION`` (docs/plugins.md, "API versions").
 API_VERSION = "2.0"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -153,6 +147,16 @@ def config_loaded(config: Any) -> None:
         def config_loaded(config):
             if config.run.get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
                 raise ConfigError("run.tensorboard is set but tensorboard is not installed")
+    """
+
+
+@hookspec
+def describe_run(config: Any, model: Any) -> list[str]:
+    """Lines of the run's plan: printed by ``--dry-run`` (``model`` None), logged once a run built it. Example::
+
+        @hookimpl
+        def describe_run(config, model):
+            return [f"batch per GPU: {config.run.batch_size_train}"]
     """
 
 

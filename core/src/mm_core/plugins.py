@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -67,28 +67,25 @@ class PluginHost:
             version = ep.dist.version if ep.dist is not None else None
             if allow is not None and ep.name not in allow and (dist or "") not in allow:
                 continue
-            if ep.name in self.infos:
-                continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take the others down
-                self.infos[ep.name] = PluginInfo(ep.name, ep.value, dist, version, "failed", _describe(exc))
-                continue
-            self.register(plugin, name=ep.name, dist=dist, version=version)
+            self._load(ep.name, ep.value, ep.load, dist, version)
 
     def load_modules_from_env(self) -> None:
         """Register the modules named in ``MM_PLUGIN_MODULES`` (comma-separated)."""
         for module_name in filter(None, (m.strip() for m in os.environ.get("MM_PLUGIN_MODULES", "").split(","))):
-            if module_name in self.infos:
-                continue
-            try:
-                module = importlib.import_module(module_name)
-            except Exception as exc:
-                self.infos[module_name] = PluginInfo(module_name, module_name, None, None, "failed", _describe(exc))
-                continue
-            if self.pm.is_registered(module):
-                continue  # also installed: its entry point already registered it
-            self.register(module, name=module_name)
+            self._load(module_name, module_name, lambda name=module_name: importlib.import_module(name))
+
+    def _load(self, name: str, where: str, load: Callable[[], Any], dist: str | None = None,
+              version: str | None = None) -> None:
+        """Import and register one plugin unless known; a broken one is recorded, not raised."""
+        if name in self.infos:
+            return
+        try:
+            plugin = load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            self.infos[name] = PluginInfo(name, where, dist, version, "failed", _describe(exc))
+            return
+        if not self.pm.is_registered(plugin):  # a module also installed: its entry point registered it
+            self.register(plugin, name=name, dist=dist, version=version)
 
     # -- registration ------------------------------------------------------------------
     def register(self, plugin: Any, name: str | None = None, dist: str | None = None, version: str | None = None,

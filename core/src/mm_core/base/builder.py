@@ -59,14 +59,10 @@ class BaseDatasetBuilder:
 
     def build_processors(self) -> dict[str, dict[str, Any]]:
         """``{"vis": {"train": p, "eval": p}, "text": {...}}`` from the config's processor blocks."""
-        from mm_core.api import processor_from_config
+        from mm_core.api import load_preprocess
 
-        built: dict[str, dict[str, Any]] = {"vis": {}, "text": {}}
-        for short, key in (("vis", "vis_processor"), ("text", "text_processor")):
-            block = self.config.get(key) or {}
-            for stage in ("train", "eval"):
-                built[short][stage] = processor_from_config(block.get(stage)) if block.get(stage) else None
-        return built
+        vis, text = load_preprocess(self.config)
+        return {"vis": vis, "text": text}
 
     def media_root(self) -> Path | None:
         """Root of images/videos/features, or ``None`` when the config names none."""

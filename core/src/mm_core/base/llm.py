@@ -29,6 +29,7 @@ class BaseLLM(nn.Module):
     image_token: str  # the special placeholder token that images replace, and its id
     image_token_id: int
     missing_keys: tuple[str, ...] = ()  # keys of state_dict() its weight files did not fill (weights coverage)
+    is_encoder_decoder: bool = False  # True: input_ids feed the encoder, labels are the decoder's own target (T5)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> BaseLLM:

@@ -133,6 +133,11 @@ class BaseModel(nn.Module):
         """Optimizer parameter groups (each may carry ``lr_scale``); ``None``: the engine's groups."""
         return None
 
+    def pipeline_layers(self) -> dict[str, Any] | None:
+        """Pipeline stages (deepspeed_pipe_runner): ``{"layers": [nn.Module, ...], "loss_fn": f(output, labels),
+        "batch": f(samples) -> (inputs, labels)}`` (docs/distributed.md); ``None``: it cannot split."""
+        return None
+
     def before_evaluation(self, **kwargs: Any) -> None:
         """Called before a split is evaluated (LAVIS hook); nothing by default."""
 

@@ -95,9 +95,10 @@ class BaseTask:
         folder = Path(output_dir) / "result"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{split}_epoch{epoch}.json"
-        path.write_text(json.dumps(results, indent=1, default=_jsonable), encoding="utf-8")
+        path.write_text(json.dumps(results, indent=1, default=jsonable), encoding="utf-8")
         return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """JSON's fallback for results and metrics events: a tensor as a list, anything else as its text."""
     return value.tolist() if isinstance(value, torch.Tensor) else str(value)

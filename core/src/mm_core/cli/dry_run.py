@@ -1,7 +1,5 @@
-"""``mmrun --config X --dry-run``: resolve every name and print what a run would build.
-
-Classes are imported (to check they exist and derive from the right base) but nothing is
-instantiated that loads weights or reads data."""
+"""``mmrun --config X --dry-run``: resolve every name and print what a run would build, loading no
+weights and reading no data; plugins add lines through the ``describe_run`` hook."""
 
 from __future__ import annotations
 
@@ -49,6 +47,7 @@ def print_plan(loaded: LoadedConfig) -> int:
         lines += _processor_lines(block, "  processors")
     if run.get("output_dir"):
         lines.append(f"outputs: {run.output_dir}")
+    lines += sum(registry.host.pm.hook.describe_run(config=cfg, model=None), [])
     print("\n".join(lines))
     print("dry run: nothing was built")
     return 0

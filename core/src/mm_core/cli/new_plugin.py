@@ -64,12 +64,11 @@ def scaffold(name: str, directory: Path, kinds: list[str]) -> list[Path]:
               "core_version": __version__,
               "extra_deps": ', "transformers>=4.44", "tokenizers>=0.19"' if "llm" in kinds else ""}
     values["names"] = ", ".join(Template(NAMES[k]).substitute(values) for k in kinds)
-    templates = resources.files("mm_core") / "templates" / "plugin"
     written = []
     for source, (kind, destination) in FILES.items():
         if kind is not None and kind not in kinds:
             continue
-        text = Template(templates.joinpath(source).read_text(encoding="utf-8")).substitute(values)
+        text = _parts([source], values)
         if source.endswith("default.yaml.tmpl") and "processor" not in kinds:
             text = text.split("    vis_processor:")[0]
         written.append(_write(directory / Template(destination).substitute(values), text))

@@ -35,17 +35,8 @@ def _env(name: str, default: Any = None) -> Any:
     return os.environ.get(name, default)
 
 
-def _register_resolvers() -> None:
-    if OmegaConf.has_resolver("env"):
-        return
-    register = getattr(OmegaConf, "register_resolver", None)  # omegaconf >= 2.4
-    if register is not None:
-        register("env", _env)
-    else:
-        OmegaConf.register_new_resolver("env", _env)
-
-
-_register_resolvers()
+if not OmegaConf.has_resolver("env"):  # register_resolver is omegaconf 2.4's name, register_new_resolver 2.3's
+    (getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver)("env", _env)
 
 
 # -- reading files -----------------------------------------------------------------------------
@@ -282,12 +273,9 @@ def run_schema(run: dict[str, Any]) -> dict[str, str]:
 
     registry = get_registry()
     schema = {**run_key_types(), **registry.plugin_run_keys()}
-    task = run.get("task")
-    if isinstance(task, str):
-        schema.update(registry.run_keys("tasks", task))
-    runner = run.get("runner") or "runner_base"
-    if isinstance(runner, str):
-        schema.update(registry.run_keys("runners", runner))
+    for kind, name in (("tasks", run.get("task")), ("runners", run.get("runner") or "runner_base")):
+        if isinstance(name, str):
+            schema.update(registry.run_keys(kind, name))
     return schema
 
 

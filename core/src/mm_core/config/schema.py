@@ -1,7 +1,5 @@
-"""The type checks shared by config validation, and the config's top-level blocks.
-
-The ``run`` keys themselves are :class:`mm_core.engine.settings.RunSettings`' fields, plus those a
-task, runner or plugin declares (see :mod:`mm_core.hookspecs`)."""
+"""The type checks shared by config validation, and the config's top-level blocks (the ``run`` keys
+themselves: :class:`mm_core.engine.settings.RunSettings` and what plugins declare, docs/run_keys.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +14,8 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "list": (list, tuple),
     "dict": (dict,),
+    "null": (type(None),),
+    "any": (object,),
 }
 
 
@@ -23,12 +23,6 @@ def type_matches(value: Any, type_spec: str) -> bool:
     """Whether a (resolved, plain-container) ``value`` fits a type spec such as ``"int|null"``."""
     for name in type_spec.split("|"):
         name = name.strip()
-        if name == "any":
-            return True
-        if name == "null":
-            if value is None:
-                return True
-            continue
         accepted = _PY_TYPES.get(name)
         if accepted is None:
             raise ValueError(f"unknown type name {name!r} in run key schema")
@@ -42,10 +36,7 @@ def type_matches(value: Any, type_spec: str) -> bool:
 
 
 def type_of_default(value: Any) -> str | None:
-    """Type spec implied by a default value, used to check user overrides of model options.
-
-    An integer default accepts floats (``drop_path_rate: 0`` may become ``0.1``); ``null``
-    is always accepted."""
+    """Type spec implied by a model option's default value (docs/plugins.md, "Default configs")."""
     if value is None:
         return None
     if isinstance(value, bool):

@@ -87,14 +87,11 @@ class CheckpointStore:
         for path in tmp.iterdir():
             _fsync_file(path)
         _fsync_dir(tmp)
-        final = self.root / tag
+        final, old = self.root / tag, self.root / f"{TMP_PREFIX}old-{tag}-{os.getpid()}"
         if final.exists():  # the same tag again (e.g. a re-run): swap it out, then delete it
-            old = self.root / f"{TMP_PREFIX}old-{tag}-{os.getpid()}"
             os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(self.root)
         self.set_pointer("latest", tag)
         if best:
@@ -104,10 +101,8 @@ class CheckpointStore:
     def set_pointer(self, name: str, tag: str) -> None:
         """Point ``name`` (``latest``/``best``) at ``tag``, atomically."""
         tmp = self.root / f"{TMP_PREFIX}{name}-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(tag + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        tmp.write_text(tag + "\n", encoding="utf-8")
+        _fsync_file(tmp)
         os.replace(tmp, self.root / name)
         _fsync_dir(self.root)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from mm_core.errors import ConfigError
 
@@ -214,23 +214,10 @@ def build_train_stream(datasets: Mapping[str, Mapping[str, Dataset]], s: Any, ra
                             {k: float(v) for k, v in ratios.items()}, s.seed)
 
 
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` in order: every sample evaluated exactly once
-    across ranks (no padding duplicates, unlike ``DistributedSampler``)."""
-
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, num_workers: int = 0) -> DataLoader:
-    """A loader over this rank's shard of an evaluation split."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
+    """A loader over this rank's shard of an evaluation split: indices ``rank, rank + world, ...`` in order,
+    so every sample is evaluated exactly once across ranks (no padding duplicates, unlike ``DistributedSampler``)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world_size),
                       num_workers=num_workers, collate_fn=collate_fn_of(dataset), drop_last=False,
                       generator=torch.Generator().manual_seed(0))
 

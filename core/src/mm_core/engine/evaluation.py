@@ -1,5 +1,5 @@
-"""Evaluating one split: each rank runs ``task.valid_step`` over its shard; the results are gathered
-to rank 0 over the process group, which scores them, then saves them (so tasks can add scores)."""
+"""Evaluating one split: each rank runs ``task.valid_step`` over its shard (or, ``shard`` false, the
+whole split); the results are gathered to rank 0, which scores them, then saves them (so tasks can add scores)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mm_core.engine.precision import Precision
 def evaluate_split(task: Any, model: torch.nn.Module, dataset: Dataset, split: str, epoch: int | str,
                    ctx: DistContext, precision: Precision, batch_size: int, num_workers: int = 0,
                    output_dir: Path | None = None, save_results: bool = True,
-                   report_metric: bool = True) -> dict[str, float] | None:
+                   report_metric: bool = True, shard: bool = True) -> dict[str, float] | None:
     """Metrics of ``split`` on rank 0 (``None`` on other ranks); with ``report_metric`` false
     (LAVIS' ``run.report_metric``: splits without references) the results are saved unscored."""
     was_training = model.training
@@ -27,13 +27,14 @@ def evaluate_split(task: Any, model: torch.nn.Module, dataset: Dataset, split: s
         if hasattr(task, "before_evaluation"):
             task.before_evaluation(model=model, dataset=dataset)
         results: list[Any] = []
-        for samples in eval_loader(dataset, batch_size, ctx.rank, ctx.world_size, num_workers):
+        rank, world_size = (ctx.rank, ctx.world_size) if shard else (0, 1)
+        for samples in eval_loader(dataset, batch_size, rank, world_size, num_workers):
             samples = move_to_device(samples, ctx.device)
             with precision.autocast():
                 results.extend(task.valid_step(model=model, samples=samples))
     finally:
         model.train(was_training)
-    gathered = ctx.gather_to_main(results)
+    gathered = ctx.gather_to_main(results) if shard else [results]
     if not ctx.is_main:
         return None
     merged = [r for part in gathered for r in part]

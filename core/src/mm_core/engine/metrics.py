@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mm_core.base.task import jsonable
+
 
 def max_memory_mb(device: torch.device) -> float:
     """Peak memory: allocated CUDA memory on GPU, else the process' peak resident set."""
@@ -42,7 +44,7 @@ class MetricsLog:
         if not self.enabled:
             return
         record = {"type": event.pop("type"), **event, "wall_time": round(self.wall_time, 4), "time": time.time()}
-        self._file.write(json.dumps(record, default=_jsonable) + "\n")
+        self._file.write(json.dumps(record, default=jsonable) + "\n")
         self._file.flush()
 
     # progress bar -----------------------------------------------------------------------
@@ -70,7 +72,3 @@ class MetricsLog:
 
 def _short(value: Any) -> Any:
     return f"{value:.4g}" if isinstance(value, float) else value
-
-
-def _jsonable(value: Any) -> Any:
-    return value.tolist() if isinstance(value, torch.Tensor) else str(value)

@@ -59,6 +59,8 @@ def run_config(loaded: LoadedConfig) -> int:
         datasets = task.build_datasets(cfg)
         model = task.build_model(cfg)
         report_weights(model, output_dir if ctx.is_main else None)
+        if ctx.is_main:  # the plugins' plan of this run (describe_run), e.g. its memory per GPU
+            log.info("\n".join(sum(registry.host.pm.hook.describe_run(config=cfg, model=model), ["plan:"])))
         runner_cls = registry.resolve("runners", settings.runner)
         runner = runner_cls(cfg, task, model, datasets)
         result = runner.evaluate() if settings.evaluate else runner.train()
@@ -79,18 +81,13 @@ def _setup_logging(ctx: DistContext, output_dir: Path) -> list[logging.Handler]:
     """Console (and ``<output_dir>/log.txt``) logging on rank 0; warnings only elsewhere."""
     logger = logging.getLogger("mm_core")
     logger.setLevel(logging.INFO if ctx.is_main else logging.WARNING)
-    handlers: list[logging.Handler] = []
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in logger.handlers + logging.getLogger().handlers):
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(fmt)
-        handlers.append(console)
+    has_console = any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                      for h in logger.handlers + logging.getLogger().handlers)
+    handlers: list[logging.Handler] = [] if has_console else [logging.StreamHandler(sys.stderr)]
     if ctx.is_main:
-        file_handler = logging.FileHandler(output_dir / "log.txt", encoding="utf-8")
-        file_handler.setFormatter(fmt)
-        handlers.append(file_handler)
+        handlers.append(logging.FileHandler(output_dir / "log.txt", encoding="utf-8"))
     for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     return handlers
 

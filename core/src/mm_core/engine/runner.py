@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mm_core.base.dataset import batch_size_of
+from mm_core.engine.allocator import tune_malloc
 from mm_core.engine.checkpoint import CheckpointStore, capture_rng, read_training_state, restore_rng
 from mm_core.engine.data import MixedTrainStream, TrainStream, build_train_stream, move_to_device
 from mm_core.engine.distributed import DistContext, init_distributed
@@ -53,6 +54,7 @@ class Runner:
         self.task = task
         self.datasets = datasets
         s = self.settings
+        tune_malloc(s.malloc_tuning)
         self.ctx: DistContext = init_distributed(s.device, s.dist_backend, s.dist_timeout)
         self.output_dir = Path(s.output_dir)
         self.model = model.to(self.ctx.device)
@@ -101,7 +103,7 @@ class Runner:
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         s = self.settings
-        return build_optimizer(self.model, s.init_lr, s.weight_decay, s.beta2, s.lr_layer_decay)
+        return build_optimizer(self.model, s.init_lr, s.weight_decay, s.beta2, s.lr_layer_decay, s.optimizer_impl)
 
     def build_scheduler(self, epochs: list[int]) -> Any:
         from mm_core.registry import get_registry
@@ -109,9 +111,11 @@ class Runner:
         s = self.settings
         cls = get_registry().resolve("lr_schedulers", s.lr_sched)
         steps_per_epoch = math.ceil(epochs[0] / s.accum_grad_iters) if epochs else 0
+        total = sum(math.ceil(length / s.accum_grad_iters) for length in epochs)  # optimizer steps
+        warmup = int(s.warmup_ratio * total) if s.warmup_ratio is not None else s.warmup_steps
         return cls(optimizer=self.optimizer, max_epoch=len(epochs), init_lr=s.init_lr, min_lr=s.min_lr,
-                   decay_rate=s.lr_decay_rate, warmup_start_lr=s.warmup_lr, warmup_steps=s.warmup_steps,
-                   iters_per_epoch=steps_per_epoch, max_iters=sum(epochs))
+                   decay_rate=s.lr_decay_rate, warmup_start_lr=s.warmup_lr, warmup_steps=warmup,
+                   iters_per_epoch=steps_per_epoch, max_iters=sum(epochs), max_steps=total)
 
     def setup_training(self) -> list[int]:
         s = self.settings
@@ -177,6 +181,7 @@ class Runner:
         last_eval: dict[str, Any] = {}
         while self.progress.epoch < len(epochs):
             epoch, length = self.progress.epoch, epochs[self.progress.epoch]
+            self.epoch_length = length
             self.wrapped_model.train()
             while self.progress.iter_in_epoch < length:
                 group = min(s.accum_grad_iters, length - self.progress.iter_in_epoch)
@@ -209,6 +214,9 @@ class Runner:
         for k in range(group):
             samples = move_to_device(self.stream.next(), self.ctx.device)
             n_samples += batch_size_of(samples)
+            if isinstance(samples, dict):  # what LAVIS' runner adds to a batch (ramps such as BLIP's alpha read it)
+                samples.update(epoch=self.progress.epoch, iters=self.progress.iter_in_epoch + k,
+                               num_iters_per_epoch=getattr(self, "epoch_length", 0))
             with self.accumulation_context(model, last=k == group - 1):
                 with self.precision.autocast():
                     output = self.task.train_step(model=model, samples=samples)
@@ -306,7 +314,7 @@ class Runner:
         for label, dataset in self.eval_labels(splits).items():
             metrics = evaluate_split(self.task, self.model, dataset, label, epoch, self.ctx, self.precision,
                                      s.batch_size_eval, s.num_workers, self.output_dir, s.save_results,
-                                     s.report_metric)
+                                     s.report_metric, shard=s.use_dist_eval_sampler is not False)
             if metrics is None:
                 continue
             results[label] = metrics

@@ -37,10 +37,12 @@ class RunSettings:
     min_lr: float = 0.0
     warmup_lr: float = -1.0
     warmup_steps: int = 0
+    warmup_ratio: float | None = None  # of all optimizer steps, instead of warmup_steps (MPP-LLaVA)
     lr_decay_rate: float | None = None
     lr_layer_decay: float = 1.0
     weight_decay: float = 0.05
     beta2: float = 0.999
+    optimizer_impl: str = "auto"  # AdamW kernels: auto | fused | foreach | for_loop (docs/engine.md)
     accum_grad_iters: int = 1
     grad_norm_clip: float | None = None
     gradient_checkpointing: bool = False
@@ -57,6 +59,7 @@ class RunSettings:
     device: str | None = None
     dist_backend: str | None = None
     dist_timeout: float = 1800.0
+    malloc_tuning: bool = True  # glibc heap kept between steps (docs/engine.md, "Allocator")
     # checkpoints and evaluation
     resume_ckpt_path: str | None = None
     ckpt_freq: int = 1
@@ -84,6 +87,7 @@ class RunSettings:
     cpu_offload: bool | None = None
     min_num_params: float | None = None
     eval_freq: int | None = None  # MiniGPT4-Qwen's name for val_freq
+    save_freq: int | None = None  # LAVIS' name for ckpt_freq; -1: only the last and best epochs
     report_metric: bool = True
 
     @classmethod
@@ -95,6 +99,8 @@ class RunSettings:
         run = dict(run or {})
         if "eval_freq" in run and "val_freq" not in run:  # MiniGPT4-Qwen's name for it
             run["val_freq"] = run["eval_freq"]
+        if run.get("save_freq") is not None and "ckpt_freq" not in run:
+            run["ckpt_freq"] = int(run["save_freq"]) if int(run["save_freq"]) > 0 else 2**31
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name in run and run[f.name] is not None:
@@ -108,6 +114,8 @@ class RunSettings:
     def _check(self) -> None:
         if self.best_mode not in ("max", "min"):
             raise ConfigError(f"run.best_mode must be 'max' or 'min', got {self.best_mode!r}")
+        if self.optimizer_impl not in ("auto", "fused", "foreach", "for_loop"):
+            raise ConfigError(f"run.optimizer_impl must be auto, fused, foreach or for_loop, got {self.optimizer_impl!r}")
         if self.autocast_dtype not in (None, "bf16", "fp16", "bfloat16", "float16"):
             raise ConfigError(f"run.autocast_dtype must be bf16 or fp16, got {self.autocast_dtype!r}",
                               hint="autocast_dtype: bf16 (CUDA/CPU) or fp16 (CUDA, with a GradScaler)")
@@ -118,6 +126,8 @@ class RunSettings:
                 name == "max_epoch" and self.evaluate) else 1
             if getattr(self, name) is not None and getattr(self, name) < least:
                 raise ConfigError(f"run.{name} must be >= {least}, got {getattr(self, name)}")
+        if self.warmup_ratio is not None and (self.warmup_steps or not 0 <= self.warmup_ratio < 1):
+            raise ConfigError(f"run.warmup_ratio {self.warmup_ratio} must be in [0, 1), without run.warmup_steps")
         _check_lavis_keys(self)
 
     @property
@@ -135,8 +145,6 @@ def _check_lavis_keys(s: RunSettings) -> None:
         "fsdp": (bool(s.fsdp), "mm has no FSDP: use runner deepspeed_runner (ZeRO stage 3) or DDP"),
         "cpu_offload": (bool(s.cpu_offload), "use deepspeed_runner's zero_optimization.offload_optimizer"),
         "distributed": (s.distributed is False and launched > 1, f"torchrun started {launched} processes: remove it"),
-        "use_dist_eval_sampler": (s.use_dist_eval_sampler is False and launched > 1,
-                                  "mm evaluates each split sharded across the ranks: remove it"),
     }
     for key, (bad, instead) in refused.items():
         if bad:

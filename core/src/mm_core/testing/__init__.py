@@ -1,11 +1,5 @@
-"""The plugin-author kit (docs/plugins.md, "Testing a plugin"): register a plugin for a test, a
-config in code, a real training run, and the contract of every kind; also pytest fixtures::
-
-    def test_my_plugin(tmp_path):
-        import mm_mine.hooks
-        with plugin_registered(mm_mine.hooks) as info:  # installed or not
-            assert "llms:mine_llm" in check_plugin(info.name, cache_dir=tmp_path)
-"""
+"""The plugin-author kit: register a plugin for a test, a config in code, a real training run, the
+contract of every kind, pytest fixtures (docs/plugins.md, "Testing a plugin", with an example)."""
 
 from mm_core.plugins import plugin_registered
 from mm_core.testing.contracts import (

@@ -47,8 +47,9 @@ def check_llm_backend(name: str, cfg: dict[str, Any] | None = None, num_image_to
     where = [i for i, t in enumerate(tokens) if t == llm.image_token_id]
     check(len(where) == n and where == list(range(where[0], where[0] + n)),
           f"one {IMAGE_MARK} must become {n} contiguous image_token_id (a typed image_token removed), got {where}")
-    supervised = [t for t, label in zip(tokens, labels) if label != IGNORE_INDEX]
-    check(all(label in (IGNORE_INDEX, t) for t, label in zip(tokens, labels)), "labels must be the ids or -100")
+    seq2seq = llm.is_encoder_decoder  # labels are the decoder's target, not aligned with the ids
+    supervised = [t for t, label in zip(labels if seq2seq else tokens, labels) if label != IGNORE_INDEX]
+    check(seq2seq or all(label in (IGNORE_INDEX, t) for t, label in zip(tokens, labels)), "labels must be the ids or -100")
     check(tokenizer.decode(supervised, skip_special_tokens=True).strip() == ANSWER,
           "only the assistant's answer (and its end-of-turn token) may be supervised")
     cut = llm.encode_conversation(conversation, n, max_len=where[0] + 1)["input_ids"]
@@ -60,8 +61,9 @@ def check_llm_backend(name: str, cfg: dict[str, Any] | None = None, num_image_to
     batch = llm.collate([encoded, llm.encode_conversation(short, n)])
     with torch.no_grad():
         out = llm(llm.embed_tokens(batch["input_ids"]), batch["attention_mask"], labels=batch["labels"])
-        expected = cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-                                 ignore_index=IGNORE_INDEX)
+        shift = 0 if seq2seq else 1  # a causal LM's logits at t predict the label at t + 1
+        expected = cross_entropy(out.logits[:, :out.logits.shape[1] - shift].flatten(0, 1).float(),
+                                 batch["labels"][:, shift:].flatten(), ignore_index=IGNORE_INDEX)
         check(torch.allclose(out.loss.float(), expected, atol=1e-4), f"loss {out.loss} != mean CE {expected}")
         _check_generation(llm, [prompt, llm.encode_prompt(short[:1], n)], check)
         _check_rebuild(llm_cls, block, llm, batch, check)

@@ -22,8 +22,10 @@ Files, as upstream writes them:
   ``crossattention``); ``Qformer.bert.embeddings.position_ids`` is dropped;
 * text-branch keys (``word_embeddings``, ``position_embeddings`` -> ``text_embeddings.*``;
   ``layer.N.intermediate`` / ``output`` without ``_query``) load only into models that use the
-  text branch; ``Qformer.cls.*`` (the LM head) and projections to other LLMs
-  (``opt_proj``, ``t5_proj``) are ignored;
+  text branch; ``Qformer.cls.*`` (the stage-1 LM head) -> ``lm_head.*`` (``blip2``; its decoder is tied
+  to the word embeddings, as LAVIS saves it); ``vision_proj.*``, ``text_proj.*``, ``itm_head.*`` and
+  ``temp`` keep their names; a model without one of these parts ignores it; the LLM projections of
+  ``blip2_opt`` (``opt_proj``) and ``blip2_t5`` / ``blip2_t5_instruct`` (``t5_proj``) -> ``llm_proj.*``;
 * ``llm_model.*`` (MiniGPT4-Qwen's LLM, with or without peft's ``base_model.model.``) -> the
   backend's Hugging Face model (``Blip2LLM.llm_state_prefix``, ``llm.model.`` for ``qwen``);
   ``llm_proj.*`` and ``query_tokens`` keep their names; mm's own names pass through;
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 
 #: Top-level modules a BLIP-2 checkpoint is expected to fill (the rest, e.g. the LLM, is not).
 BLIP2_MODULES = ("visual_encoder.", "ln_vision.", "qformer.", "query_tokens", "text_embeddings.",
-                 "vision_proj.", "text_proj.")
+                 "vision_proj.", "text_proj.", "itm_head.", "lm_head.")
 
 _TEXT_FFN = re.compile(r"^encoder\.layer\.\d+\.(intermediate|output)\.")
 #: Stands for the LLM backend's prefix in this model's names (``Blip2LLM.llm_state_prefix``).
@@ -64,9 +66,9 @@ KEY_TABLE: list[tuple[str, str | None]] = [
     ("Qformer.bert.embeddings.LayerNorm.", "qformer.layernorm."),
     ("Qformer.bert.embeddings.", "text_embeddings."),  # the text branch's word / position embeddings
     ("Qformer.bert.", "qformer."),  # with attention.self -> attention.attention; text FFN only with the text branch
-    ("Qformer.cls.", None),  # stage-1 LM head
-    ("opt_proj.", None),  # projections to LAVIS' other LLMs
-    ("t5_proj.", None),
+    ("Qformer.cls.", "lm_head."),  # stage-1 LM head (BertOnlyMLMHead: predictions.transform / decoder / bias)
+    ("opt_proj.", "llm_proj."),  # blip2_opt's projection into OPT
+    ("t5_proj.", "llm_proj."),  # blip2_t5 / blip2_t5_instruct's into Flan-T5 (blip2_vicuna_instruct's is llm_proj)
     ("llm_model.", LLM),  # MiniGPT4-Qwen's LLM
 ]
 
@@ -152,7 +154,10 @@ def map_hf_keys(state: dict[str, torch.Tensor], model: nn.Module) -> MappedState
         (r"^vision_projection\.", "vision_proj."),
         (r"^text_projection\.", "text_proj."),
         (r"^language_projection\.", "llm_proj."),
+        (r"^qformer\.embeddings\.layernorm\.", "qformer.layernorm."),  # InstructBLIP's Q-Former embeddings
+        (r"^qformer\.embeddings\.(word|position)_embeddings\.", r"text_embeddings.\1_embeddings."),
     ]
+    llm_prefix = getattr(model, "llm_state_prefix", None)
     own = model.state_dict()
     out = MappedState()
     for key, value in state.items():
@@ -169,7 +174,10 @@ def map_hf_keys(state: dict[str, torch.Tensor], model: nn.Module) -> MappedState
             if re.match(pattern, key):
                 target = re.sub(pattern, replacement, key)
                 break
-        if key.startswith(("language_model.", "itm_head.")) or (target not in own and _is_optional(target)) \
+        if key.startswith("language_model.") and llm_prefix is not None:
+            out.state_dict[llm_prefix + key[len("language_model."):]] = value  # the composition's LLM backend
+            continue
+        if key.startswith("language_model.") or (target not in own and _is_optional(target)) \
                 or (target in own and target.startswith("llm_proj.") and own[target].shape != value.shape):
             out.ignored.append(key)
             continue
@@ -180,7 +188,7 @@ def map_hf_keys(state: dict[str, torch.Tensor], model: nn.Module) -> MappedState
 
 def _is_optional(target: str) -> bool:
     """Keys a model may legitimately lack: the text branch, ITC/ITM heads, projections."""
-    return target.startswith(("text_embeddings.", "vision_proj.", "text_proj.", "llm_proj.", "itm_head.")) \
+    return target.startswith(("text_embeddings.", "vision_proj.", "text_proj.", "llm_proj.", "itm_head.", "lm_head.")) \
         or target == "temp" or bool(re.match(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\.", target))
 
 
@@ -220,10 +228,16 @@ def load_mapped(model: nn.Module, mapped: MappedState, where: str,
         raise CheckpointError(f"{where} fills no tensor of {type(model).__name__}: {report.summary()}",
                               hint="is it a checkpoint of another model (or of this one with other dimensions)?")
     model.load_state_dict(usable, strict=False)
-    report.loaded = sorted(usable)
+    report.loaded = sorted(usable) + _tied_to(own, usable)
     report.missing = sorted(k for k in own if k.startswith(expected) and k not in usable)
     log.info(report.summary())
     return report
+
+
+def _tied_to(own: dict[str, torch.Tensor], usable: dict[str, torch.Tensor]) -> list[str]:
+    """Names of tensors tied to a loaded one (``blip2``'s LM decoder shares the word embeddings)."""
+    loaded = {own[k].data_ptr() for k in usable if own[k].numel()}
+    return sorted(k for k in own if k not in usable and own[k].numel() and own[k].data_ptr() in loaded)
 
 
 def _without_peft(key: str) -> str:
@@ -290,7 +304,16 @@ def load_hf_checkpoint(model: nn.Module, path_or_id: str) -> Blip2LoadReport:
                 hint="download the model directory (config.json + *.safetensors) and give its path",
             ) from exc
     state = _read_safetensors_dir(folder)
-    return load_mapped(model, map_hf_keys(state, model), str(folder))
+    from mm_blip2.hf_composite import vision_layer_norm_eps
+
+    eps = vision_layer_norm_eps(str(folder))
+    if eps is not None and hasattr(model, "ln_vision"):
+        # Hugging Face's tower uses one eps for its blocks and post_layernorm (LAVIS: 1e-6 and 1e-5): follow the directory
+        for module in [model.ln_vision, *model.visual_encoder.modules()]:
+            if isinstance(module, nn.LayerNorm):
+                module.eps = eps
+    expected = BLIP2_MODULES + ((llm_prefix,) if (llm_prefix := getattr(model, "llm_state_prefix", None)) else ())
+    return load_mapped(model, map_hf_keys(state, model), str(folder), expected=expected)
 
 
 def _read_safetensors_dir(folder: Path) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@ coverage check of the build (:class:`mm_core.weights.WeightSources`).
 
 Order (the arch's origin's)::
 
+    qformer_init     a local bert-base-uncased -> qformer, text branch       LAVIS init_Qformer (mm_blip2.bert_init)
     vit_pretrained   bare EVA keys (eva_vit_g.pth) -> visual_encoder        LAVIS create_eva_vit_g
     pretrained       with load_pretrained: the BLIP-2 checkpoint             load_from_pretrained
     finetuned        with load_finetuned: a trained model's file             load_checkpoint
@@ -39,6 +40,7 @@ from mm_core.weights import WeightSources
 
 #: What each weight key exists to fill (for the dry-run plan).
 FILLS = {
+    "qformer_init": "qformer (BERT's embeddings, self-attention, FFN, copied to *_query), lm_head",
     "vit_pretrained": "visual_encoder",
     "pretrained": "ln_vision, qformer, query_tokens (and whatever else the BLIP-2 checkpoint holds)",
     "finetuned": "the tensors it holds, overriding earlier files key by key",
@@ -48,7 +50,9 @@ _BLIP2 = "model.pretrained (a BLIP-2 checkpoint) with model.load_pretrained: tru
 #: Module -> the key that fills it, for the coverage error's hint.
 HINTS = {"visual_encoder": "model.vit_pretrained (EVA ViT-g, eva_vit_g.pth)", "ln_vision": _BLIP2, "qformer": _BLIP2,
          "query_tokens": _BLIP2, "text_embeddings": _BLIP2, "vision_proj": _BLIP2, "text_proj": _BLIP2,
-         "temp": _BLIP2, "llm": "model.llm.model (the LLM's weights)",
+         "temp": _BLIP2, "itm_head": _BLIP2, "lm_head": _BLIP2 + " (a Hugging Face Blip2ForImageTextRetrieval has no "
+                                                              "LM head and no temp: list them in model.allow_random_init)",
+         "llm": "model.llm.model (the LLM's weights)",
          "llm_proj": "model.finetuned with model.load_finetuned: true (a trained model.pth)"}
 
 
@@ -63,6 +67,8 @@ class WeightFile:
 def weight_files(cfg: DictConfig, order: str) -> list[WeightFile]:
     """The files ``cfg`` names, in load order (see the module docstring)."""
     files = []
+    if config_value(cfg, "qformer_init", None):
+        files.append(WeightFile("qformer_init", str(cfg.qformer_init)))
     if config_value(cfg, "vit_pretrained", None):
         files.append(WeightFile("vit_pretrained", str(cfg.vit_pretrained)))
     pretrained = bool(config_value(cfg, "load_pretrained", True)) and bool(config_value(cfg, "pretrained", None))
@@ -102,7 +108,7 @@ def plan(cfg: DictConfig, order: str) -> list[tuple[str, str]]:
     rows = []
     for file in weight_files(cfg, order):
         where = file.location
-        if file.key != "hf_pretrained" and "://" not in where:
+        if file.key not in ("hf_pretrained", "qformer_init") and "://" not in where:
             path = resolve_storage(where)
             url = config_value(cfg, f"{file.key}_url", None)
             state = "present" if path.exists() else (f"will download {url}" if url else "MISSING")
@@ -123,6 +129,11 @@ def load_weights(model: Any, cfg: DictConfig) -> list[LoadReport]:
     model.declare_weights(sources, cfg)
     reports = []
     for file in weight_files(cfg, model.loading_order):
+        if file.key == "qformer_init":
+            from mm_blip2.bert_init import load_bert_init
+
+            reports.append(load_bert_init(model, file.location, sources))
+            continue
         if file.key == "hf_pretrained":
             report = checkpoints.load_hf_checkpoint(model, file.location)
         elif file.key == "vit_pretrained":

@@ -1,4 +1,5 @@
-"""The ``coco_caption`` and ``coco_vqa`` dataset builders.
+"""The COCO-family dataset builders: ``coco_caption``, ``coco_vqa`` (and LAVIS' ``ok_vqa`` and ``gqa``), the retrieval datasets
+``coco_retrieval`` and ``flickr30k``, and ``vg_caption`` (Visual Genome captions, train only).
 
 Besides LAVIS' ``build_info`` (annotation ``url`` / ``storage`` / ``md5`` per split and the
 ``images.storage`` root), a config block may set:
@@ -22,6 +23,7 @@ from mm_core.base.dataset import BaseDataset
 from mm_core.download import resolve_storage
 from mm_core.errors import ConfigError
 from mm_datasets_coco.caption_datasets import CaptionDataset, CaptionEvalDataset
+from mm_datasets_coco.retrieval_datasets import RetrievalEvalDataset
 from mm_datasets_coco.vqa_datasets import VQADataset, VQAEvalDataset
 
 log = logging.getLogger(__name__)
@@ -71,3 +73,31 @@ class CocoVQABuilder(_CocoBuilder):
 
     train_dataset_cls = VQADataset
     eval_dataset_cls = VQAEvalDataset
+
+
+class OKVQABuilder(CocoVQABuilder):
+    """OK-VQA (LAVIS' ``ok_vqa``): COCO images, LAVIS' VQA layout; train and test splits."""
+
+
+class GQABuilder(CocoVQABuilder):
+    """GQA (LAVIS' ``gqa``): records with one ``answer`` string each (a list is read too), which the
+    VQA datasets hold as a one-answer list; types ``balanced_testdev`` / ``balanced_val`` pick the val questions."""
+
+
+class CocoRetrievalBuilder(_CocoBuilder):
+    """COCO image-text retrieval on the Karpathy split files (LAVIS' ``coco_retrieval``): train one
+    sample per caption, val/test one image per sample with every caption as a query."""
+
+    train_dataset_cls = CaptionDataset
+    eval_dataset_cls = RetrievalEvalDataset
+
+
+class Flickr30kBuilder(CocoRetrievalBuilder):
+    """Flickr30k retrieval (LAVIS' ``flickr30k``), in the same annotation layout as COCO's."""
+
+
+class VGCaptionBuilder(_CocoBuilder):
+    """Visual Genome region captions as image-caption pairs (LAVIS' ``vg_caption``: a train split)."""
+
+    train_dataset_cls = CaptionDataset
+    eval_dataset_cls = CaptionEvalDataset

@@ -8,22 +8,18 @@
 
 from __future__ import annotations
 
-from itertools import repeat
 from typing import Any
 
 import numpy as np
+from msgspec import UnsetType
 
 from mm_datasets_coco.column_cache import CachedColumnsMixin
 from mm_datasets_coco.compact import Interned, RaggedStrings, StringColumn, all_of_type
 from mm_datasets_coco.image_dataset import CompactImageDataset, image_id_from_path
+from mm_datasets_coco.json_columns import MISSING, DecodedColumnsMixin, field_columns
 
 
-def _field(records: list[dict], key: str) -> list[Any]:
-    """``rec.get(key)`` of every record, in one C-level pass."""
-    return list(map(dict.get, records, repeat(key)))
-
-
-class CaptionDataset(CachedColumnsMixin, CompactImageDataset):
+class CaptionDataset(CachedColumnsMixin, DecodedColumnsMixin, CompactImageDataset):
     """Training split: ``{"image", "text_input", "image_id", "instance_id"}`` per caption.
 
     ``image_id`` is the image's position among the split's distinct ``image_id`` values (as in
@@ -32,19 +28,23 @@ class CaptionDataset(CachedColumnsMixin, CompactImageDataset):
     """
 
     _cached_columns = {"_images": Interned, "_captions": StringColumn, "_image_ids": Interned}
+    _record_fields = {"image": str, "caption": str, "image_id": str | int | UnsetType}
 
     def _load_records(self, records: list[dict]) -> None:
-        images, captions = _field(records, "image"), _field(records, "caption")
-        if not (all_of_type(images, str) and all_of_type(captions, str)):
+        columns = field_columns(records, self._record_fields)
+        if not (all_of_type(columns["image"], str) and all_of_type(columns["caption"], str)):
             # the per-record checks, in file order, raise the first bad record's error
             for i, rec in enumerate(records):
                 self.require(rec, "image", i)
                 self.require(rec, "caption", i)
-        image_ids = list(map(dict.get, records, repeat("image_id"), images))
-        if not all_of_type(image_ids, str):
-            image_ids = list(map(str, image_ids))
+        self._load_columns(columns)
+
+    def _load_columns(self, columns: dict[str, list[Any]]) -> None:
+        images, image_ids = columns["image"], columns["image_id"]
+        if not all_of_type(image_ids, str):  # a record without one stands for its image path (LAVIS)
+            image_ids = [image if i is MISSING else str(i) for i, image in zip(image_ids, images)]
         self._images = Interned(images)
-        self._captions = StringColumn(captions)
+        self._captions = StringColumn(columns["caption"])
         self._image_ids = Interned(image_ids)
 
     def num_records(self) -> int:
@@ -71,7 +71,7 @@ class CaptionDataset(CachedColumnsMixin, CompactImageDataset):
         }
 
 
-class CaptionEvalDataset(CachedColumnsMixin, CompactImageDataset):
+class CaptionEvalDataset(CachedColumnsMixin, DecodedColumnsMixin, CompactImageDataset):
     """Evaluation split: ``{"image", "image_id", "instance_id", "text_references", "image_path"}`` per
     image (``image_path`` relative to the images root, for the saved results).
 
@@ -79,13 +79,18 @@ class CaptionEvalDataset(CachedColumnsMixin, CompactImageDataset):
     """
 
     _cached_columns = {"_images": StringColumn, "_references": RaggedStrings, "_ids": np.ndarray}
+    _record_fields = {"image": str, "caption": str | list[str | int]}
 
     def _load_records(self, records: list[dict]) -> None:
-        images, captions = _field(records, "image"), _field(records, "caption")
-        if not (all_of_type(images, str) and set(map(type, captions)) <= {list, str}):
+        columns = field_columns(records, self._record_fields)
+        if not (all_of_type(columns["image"], str) and set(map(type, columns["caption"])) <= {list, str}):
             for i, rec in enumerate(records):
                 self.require(rec, "image", i)
                 self.require(rec, "caption", i, (list, str))
+        self._load_columns(columns)
+
+    def _load_columns(self, columns: dict[str, list[Any]]) -> None:
+        images, captions = columns["image"], columns["caption"]
         references = [[refs] if isinstance(refs, str) else list(map(str, refs)) for refs in captions]
         ids = [image_id_from_path(image, i) for i, image in enumerate(images)]
         self._images = StringColumn(images)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from mm_core.base.results import DISPLAY_KEYS
 from mm_core.base.task import BaseTask
+from mm_core.errors import ConfigError
 from mm_datasets_coco.generation import GenerationSettings, generate_text
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ class CaptionTask(BaseTask):
         super().__init__(cfg)
         run = cfg.get("run") if cfg is not None else None
         self.generation = GenerationSettings.from_run(run, num_beams=5, max_len=30, min_len=1)
+        if run is not None and str(run.get("inference_method", "generate")) != "generate":
+            raise ConfigError(f"run.inference_method: captioning generates, got {run.get('inference_method')!r}",
+                              hint="set run.inference_method: generate (LAVIS' value) or leave it out")
         self.report_metric = bool(run.get("report_metric", True)) if run is not None else True
         self.meteor = bool(run.get("meteor", True)) if run is not None else True
         self.spice = run.get("spice") if run is not None else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from itertools import compress
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -111,14 +111,17 @@ class Interned:
         # neighbours (one cheap comparison each), not one hash-table lookup per record.
         new_run = np.ones(len(values), dtype=bool)
         if len(values) > 1:
-            new_run[1:] = np.fromiter(map(operator.ne, values[1:], values[:-1]), dtype=bool, count=len(values) - 1)
+            new_run[1:] = np.fromiter(map(operator.ne, islice(values, 1, None), values), dtype=bool, count=len(values) - 1)
         run_starts = np.flatnonzero(new_run)
-        heads = list(compress(values, new_run.tolist())) if len(run_starts) < len(values) else values
+        heads = list(map(values.__getitem__, run_starts.tolist())) if len(run_starts) < len(values) else values
         distinct = dict.fromkeys(heads)  # first-seen order
-        table = dict(zip(distinct, range(len(distinct))))
-        head_codes = np.fromiter(map(table.__getitem__, heads), dtype=np.int64, count=len(heads))
+        if len(distinct) == len(heads):  # each value in one run (the usual layout): codes count the runs
+            head_codes = np.arange(len(heads), dtype=np.int64)
+        else:
+            table = dict(zip(distinct, range(len(distinct))))
+            head_codes = np.fromiter(map(table.__getitem__, heads), dtype=np.int64, count=len(heads))
         self.codes = np.repeat(head_codes, np.diff(np.append(run_starts, len(values))))
-        self.values = StringColumn(list(table))
+        self.values = StringColumn(list(distinct))
 
     @classmethod
     def from_arrays(cls, codes: np.ndarray, buffer: np.ndarray, offsets: np.ndarray) -> Interned:

@@ -20,11 +20,12 @@ class GenerationSettings:
     min_len: int = 1
     prompt: str | None = None
     repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
 
     @classmethod
     def from_run(cls, run: Any, **defaults: Any) -> GenerationSettings:
         values = dict(defaults)
-        for key in ("num_beams", "max_len", "min_len", "prompt", "repetition_penalty"):
+        for key in ("num_beams", "max_len", "min_len", "prompt", "repetition_penalty", "length_penalty"):
             if run is not None and run.get(key) is not None:
                 values[key] = run.get(key)
         settings = cls(**values)
@@ -49,6 +50,8 @@ def generate_text(model: torch.nn.Module, samples: dict[str, Any], settings: Gen
                               "min_length": settings.min_len}
     if settings.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = settings.repetition_penalty
+    if settings.length_penalty != 1.0:
+        kwargs["length_penalty"] = settings.length_penalty
     with torch.no_grad():
         texts = unwrapped.generate(samples, **kwargs)
     texts = list(texts)

@@ -10,32 +10,35 @@ supplies them by ``question_id``, so accuracy is computed from the split's own d
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from msgspec import UnsetType
 
 from mm_core.base.dataset import read_json_file
 from mm_core.errors import DataError
 from mm_datasets_coco.compact import Interned, RaggedStrings, StringColumn
 from mm_datasets_coco.image_dataset import CompactImageDataset, _collate_column
+from mm_datasets_coco.json_columns import MISSING, DecodedColumnsMixin, field_columns
 
 
 class _VQARecords(CompactImageDataset):
     """Columns shared by the train and eval splits."""
 
     def _store(self, records: list[dict], answers: list[list[str]]) -> None:
-        images, questions, qids = [], [], []
         for i, rec in enumerate(records):
-            images.append(self.require(rec, "image", i))
-            questions.append(self.require(rec, "question", i))
-            qid = rec.get("question_id", i)
-            if not isinstance(qid, int):
-                qid = int(qid) if str(qid).isdigit() else i
-            qids.append(qid)
-        self._images = Interned(images)
-        self._questions = StringColumn(questions)
+            self.require(rec, "image", i)
+            self.require(rec, "question", i)
+        self._store_columns(field_columns(records, ("image", "question", "question_id")), answers)
+
+    def _store_columns(self, columns: dict[str, list[Any]], answers: list[list[str]]) -> None:
+        qids = [qid if isinstance(qid, int) else int(qid) if qid is not MISSING and str(qid).isdigit() else i
+                for i, qid in enumerate(columns["question_id"])]
+        self._images = Interned(columns["image"])
+        self._questions = StringColumn(columns["question"])
         self._question_ids = np.asarray(qids, dtype=np.int64)
         self._answers = RaggedStrings(answers)
 
@@ -68,7 +71,7 @@ def _answers_of(rec: dict, where: str) -> list[str]:
     raise DataError(f"{where}: field 'answer' must be a string or a list, got {type(answer).__name__}")
 
 
-class VQADataset(_VQARecords):
+class VQADataset(DecodedColumnsMixin, _VQARecords):
     """Training split: ``{"image", "text_input", "answers", "weights", "question_id", ...}``.
 
     Each distinct answer is weighted by the share of annotators who gave it (LAVIS). The
@@ -76,14 +79,25 @@ class VQADataset(_VQARecords):
     adds ``text_output``, each question's most frequent answer, for generative training.
     """
 
+    _record_fields = {"image": str, "question": str, "question_id": int | str | UnsetType,
+                      "answer": str | list[str] | UnsetType, "answers": str | list[str] | UnsetType}
+
     def _load_records(self, records: list[dict]) -> None:
-        answers = []
-        for i, rec in enumerate(records):
-            found = _answers_of(rec, self.where(i))
+        self._store(records, self._training_answers(map(_answers_of, records, map(self.where, range(len(records))))))
+
+    def _load_columns(self, columns: dict[str, list[Any]]) -> None:
+        # the decoder took only strings and lists of strings: what _answers_of gives, without the dicts
+        given = (b if a is MISSING else a for a, b in zip(columns["answer"], columns["answers"]))
+        found = ([] if a is MISSING else [a] if isinstance(a, str) else a for a in given)
+        self._store_columns(columns, self._training_answers(found))
+
+    def _training_answers(self, answers: Iterable[list[str]]) -> list[list[str]]:
+        listed = []
+        for i, found in enumerate(answers):
             if not found:
                 raise DataError(f"{self.where(i)}: a training question needs at least one answer")
-            answers.append(found)
-        self._store(records, answers)
+            listed.append(found)
+        return listed
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         image = self.load_image(self._images[index], index)

@@ -33,6 +33,8 @@ class VQATask(BaseTask):
     split's ``answer_list.json``.
     """
 
+    score_name = "VQA accuracy"  # what ``score_answer`` computes, as reports show it
+
     def __init__(self, cfg: DictConfig | None = None) -> None:
         super().__init__(cfg)
         run = cfg.get("run") if cfg is not None else None
@@ -78,6 +80,12 @@ class VQATask(BaseTask):
             raise ConfigError("run.inference_method: rank needs an answer list (answer_list.json) in the eval split's files")
         return [str(a) for a in unwrapped.rank_answers(samples, self.answer_list, self.num_ans_candidates)]
 
+    def score_answer(self, answer: str, references: list[str]) -> float:
+        """The accuracy of one answer against the question's reference answers (VQA's official formula)."""
+        from mm_datasets_coco.vqa_metrics import vqa_accuracy
+
+        return vqa_accuracy(answer, references)
+
     def save_results(self, results: list[Any], output_dir: Path, split: str, epoch: int | str) -> Path:
         """Write ``[{"question_id", "answer", ...}]``, one per question, with the report's keys."""
         public = [{k: v for k, v in r.items() if k in SAVED_KEYS and v is not None} for r in _unique_by_question(results)]
@@ -86,15 +94,13 @@ class VQATask(BaseTask):
     def after_evaluation(
         self, results: list[dict[str, Any]], split: str, epoch: int | str, output_dir: Path | None = None
     ) -> dict[str, float]:
-        from mm_datasets_coco.vqa_metrics import vqa_accuracy
-
         results = _unique_by_question(results)
         scored = []
         for record in results:
             if record.get("references"):
-                scored.append(vqa_accuracy(record["answer"], record["references"]))
+                scored.append(self.score_answer(record["answer"], record["references"]))
                 # the saved record carries its accuracy, for reports
-                record.update(self.display_fields(score=scored[-1], score_name="VQA accuracy"))
+                record.update(self.display_fields(score=scored[-1], score_name=self.score_name))
         if not scored:
             return {"agg_metrics": 0.0, "num_questions": float(len(results))}
         accuracy = 100.0 * sum(scored) / len(scored)
@@ -107,3 +113,18 @@ def _unique_by_question(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         unique.setdefault(int(r["question_id"]), r)
     return [unique[k] for k in sorted(unique)]
+
+
+class GQATask(VQATask):
+    """LAVIS' ``gqa`` task: the ``vqa`` task's answering, scored by exact match with the question's one
+    answer (the most frequent one when a record lists several) after the official VQA normalisation."""
+
+    score_name = "GQA accuracy"
+
+    def score_answer(self, answer: str, references: list[str]) -> float:
+        from collections import Counter
+
+        from mm_datasets_coco.vqa_metrics import normalize_answer
+
+        truth = Counter(references).most_common(1)[0][0]
+        return float(normalize_answer(answer) == normalize_answer(truth))

@@ -33,6 +33,12 @@ def consolidate_deepspeed_checkpoint(checkpoint_dir: str | Path, tag: str | None
         raise CheckpointError(f"{folder} is not a directory", hint="give the folder that holds the checkpoint tags")
     if tag is None and not (folder / "latest").is_file():
         raise CheckpointError(f"{folder} has no 'latest' file", hint="name the checkpoint with --tag")
+    name = tag or (folder / "latest").read_text().strip()
+    if any((folder / name).glob("layer_*-model_states.pt")):
+        raise CheckpointError(
+            f"{folder / name} is a pipeline checkpoint (per-layer files): zero_to_fp32 does not read it",
+            hint=f"the deepspeed_pipe_runner wrote its consolidated weights to {folder.parent / name}/model.safetensors",
+        )
     try:
         state = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag,
                                                          exclude_frozen_parameters=not include_frozen)

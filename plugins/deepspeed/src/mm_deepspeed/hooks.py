@@ -20,6 +20,17 @@ def register_runners() -> dict:
                 "resume_ckpt_tag": "str|int|null",
             },
         },
+        "deepspeed_pipe_runner": {
+            "target": "mm_deepspeed.pipe_runner:DeepSpeedPipeRunner",
+            "description": "DeepSpeed pipeline engine: the model's pipeline_layers() over run.num_stages stages x data parallel",
+            "run_keys": {
+                "deepspeed_config": "dict|str",
+                "num_stages": "int",
+                "partition_method": "str|null",
+                "resume_ckpt_load_dir": "str|null",
+                "resume_ckpt_tag": "str|int|null",
+            },
+        },
     }
 
 

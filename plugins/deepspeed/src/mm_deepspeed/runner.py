@@ -33,7 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mm_core.engine.checkpoint import capture_rng
-from mm_core.engine.optim import param_groups
+from mm_core.engine.optim import build_adamw, param_groups
 from mm_core.engine.precision import Precision
 from mm_core.engine.runner import EpochRunner, IterRunner, Progress, Runner
 from mm_core.errors import CheckpointError, ConfigError
@@ -57,7 +57,7 @@ class DeepSpeedRunner(Runner):
         if run.get("resume_ckpt_load_dir") and s.resume_ckpt_path:
             raise ConfigError("run.resume_ckpt_path and run.resume_ckpt_load_dir are both set",
                               hint="resume either from an mm checkpoint or from a DeepSpeed checkpoint directory")
-        self.plan_ds: DeepSpeedPlan = plan_deepspeed(run, s, self.ctx.world_size)
+        self.plan_ds: DeepSpeedPlan = plan_deepspeed(run, s, self.data_parallel_size())
         self.settings = self.plan_ds.settings
         self.resume_load_dir = run.get("resume_ckpt_load_dir")
         self.resume_tag = run.get("resume_ckpt_tag")
@@ -67,6 +67,10 @@ class DeepSpeedRunner(Runner):
         self.precision = Precision(self.ctx.device.type, dtype, None)
         self.engine: Any = None
         self._consolidated: dict[str, torch.Tensor] | None = None
+
+    def data_parallel_size(self) -> int:
+        """Model replicas that split the data (all processes here; the pipeline runner divides)."""
+        return self.ctx.world_size
 
     # -- plan ----------------------------------------------------------------------------
     def plan(self) -> list[int]:
@@ -85,7 +89,9 @@ class DeepSpeedRunner(Runner):
 
             return DeepSpeedCPUAdam(groups, lr=s.init_lr, betas=plan.betas, eps=plan.eps,
                                     weight_decay=s.weight_decay, adamw_mode=True)
-        return torch.optim.AdamW(groups, lr=s.init_lr, betas=plan.betas, eps=plan.eps, weight_decay=s.weight_decay)
+        # run.optimizer_impl picks the kernels, as for the plain runners
+        return build_adamw(groups, s.optimizer_impl, lr=s.init_lr, betas=plan.betas, eps=plan.eps,
+                           weight_decay=s.weight_decay)
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         deepspeed = _import_deepspeed(self.ctx.device)
@@ -142,10 +148,10 @@ class DeepSpeedRunner(Runner):
             return super().save_checkpoint(best)
         tag = self.tag()
         rng_states = self.ctx.gather_to_main(capture_rng())
-        client_state = {"mm": self._mm_state(rng_states)} if self.ctx.is_main else {}
+        client_state = self.client_state(rng_states)
         self.engine.save_checkpoint(str(self.ds_root), tag=tag, client_state=client_state, save_latest=True,
                                     exclude_frozen_parameters=True)
-        self._consolidated = consolidated_trainable_state(self.model)  # collective under ZeRO-3
+        self._consolidated = self.consolidate()  # collective under ZeRO-3
         try:
             saved = super().save_checkpoint(best)
         finally:
@@ -153,6 +159,14 @@ class DeepSpeedRunner(Runner):
         if self.ctx.is_main:
             self._prune_deepspeed_dirs()
         return saved
+
+    def client_state(self, rng_states: list[Any] | None) -> dict[str, Any]:
+        """mm's state inside DeepSpeed's checkpoint (rank 0 writes the only model-states file)."""
+        return {"mm": self._mm_state(rng_states)} if self.ctx.is_main else {}
+
+    def consolidate(self) -> dict[str, torch.Tensor]:
+        """fp32 trainable weights for mm's ``model.safetensors``; every rank calls it."""
+        return consolidated_trainable_state(self.model)
 
     @property
     def ds_root(self) -> Path:

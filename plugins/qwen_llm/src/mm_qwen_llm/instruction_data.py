@@ -220,11 +220,12 @@ class InstructionBuilder(BaseDatasetBuilder):
 
             options = dict(OmegaConf.to_container(spec, resolve=True))
             root = resolve_storage(str(options.pop("root", "minigpt4qwen_sample")), self.cache_dir)
+            layout = str(options.pop("layout", "minigpt4qwen"))
             try:
-                ensure_instruction_sample(root, InstructionSampleSpec(**options))
-            except TypeError as exc:
+                ensure_instruction_sample(root, InstructionSampleSpec(**options), layout)
+            except (TypeError, ValueError) as exc:
                 raise ConfigError(f"datasets.{self._name()}.build_info.generate: {exc}",
-                                  hint="options: root, seed, num_train, num_val, image_size") from exc
+                                  hint="options: root, seed, num_train, num_val, image_size, layout") from exc
         super().download()
 
     def make_dataset(self, cls, vis_processor, text_processor, root, ann_paths, split):  # noqa: ANN001

@@ -5,7 +5,9 @@ multi-turn question/answer conversations about shape and colour, and some compar
 images (multi-image records). Written under a root folder::
 
     images/<split>_<index>.png
-    train.json, val.json     MiniGPT4-Qwen instruction records
+    train.json, val.json     MiniGPT4-Qwen instruction records (layout "minigpt4qwen"), or LLaVA's
+                             chat.json conversations, one image each (layout "llava": LLaVA-Pretrain /
+                             LLaVA-CC3M-595K, ``{"id", "image", "conversations": [{"from": "human", ...}]}``)
     manifest.json            the spec (written last: its presence means the data is complete)
 
 Everything is a function of :class:`InstructionSampleSpec` (seed included).
@@ -61,8 +63,24 @@ def make_record(rng: random.Random, images: list[tuple[str, str, str]]) -> dict:
             "output": [f"It is a {shape}.", f"The shape is {colour}."]}
 
 
-def write_instruction_sample(root: str | Path, spec: InstructionSampleSpec = InstructionSampleSpec()) -> Path:
+def as_llava_record(record: dict) -> dict:
+    """A one-image record in LLaVA's chat.json layout: ``<image>`` on the first human turn."""
+    questions, answers = record["instruction"], record["output"]
+    if isinstance(questions, str):
+        questions, answers = [questions], [answers]
+    turns = []
+    for k, (question, answer) in enumerate(zip(questions, answers)):
+        question = question.replace(IMAGE_TAG, "").strip()
+        turns += [{"from": "human", "value": f"{question}\n<image>" if k == 0 else question},
+                  {"from": "gpt", "value": answer}]
+    return {"id": Path(record["image"]).stem, "image": record["image"], "conversations": turns}
+
+
+def write_instruction_sample(root: str | Path, spec: InstructionSampleSpec = InstructionSampleSpec(),
+                             layout: str = "minigpt4qwen") -> Path:
     """Render images and write ``train.json`` / ``val.json`` into ``root``."""
+    if layout not in ("minigpt4qwen", "llava"):
+        raise ValueError(f"layout must be minigpt4qwen or llava, got {layout!r}")
     root = Path(root)
     rng = random.Random(spec.seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -75,14 +93,17 @@ def write_instruction_sample(root: str | Path, spec: InstructionSampleSpec = Ins
             drawn.append((name, shape, colour))
         records = []
         for index, item in enumerate(drawn):
-            pair = [item, drawn[(index + 1) % len(drawn)]] if index % 5 == 4 else [item]
-            records.append(make_record(rng, pair))
+            pair = [item, drawn[(index + 1) % len(drawn)]] if index % 5 == 4 and layout == "minigpt4qwen" else [item]
+            record = make_record(rng, pair)
+            records.append(as_llava_record(record) if layout == "llava" else record)
         (root / f"{split}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
     (root / "manifest.json").write_text(json.dumps({"spec": asdict(spec)}), encoding="utf-8")
     return root
 
 
-def ensure_instruction_sample(root: str | Path, spec: InstructionSampleSpec = InstructionSampleSpec()) -> Path:
+def ensure_instruction_sample(root: str | Path, spec: InstructionSampleSpec = InstructionSampleSpec(),
+                              layout: str = "minigpt4qwen") -> Path:
     """``root`` holding the data of ``spec``, generated (atomically) when absent (see
     :func:`mm_core.generated_data.ensure_generated`)."""
-    return ensure_generated(root, asdict(spec), lambda folder: write_instruction_sample(folder, spec))
+    recorded = asdict(spec) if layout == "minigpt4qwen" else {**asdict(spec), "layout": layout}
+    return ensure_generated(root, recorded, lambda folder: write_instruction_sample(folder, spec, layout))

@@ -88,6 +88,11 @@ def build_qformer(cfg: DictConfig, vision_width: int, text_input: bool) -> tuple
         encoder_hidden_size=vision_width,
         use_qformer_text_input=text_input,
         layer_norm_eps=1e-12,
+        # BERT's init and dropout; the tiny types shrink both with the width (a 0.02 init at 32 wide
+        # leaves the queries blind to the image, and 0.1 dropout drowns what they see)
+        initializer_range=float(dims.get("initializer_range", 0.02)),
+        hidden_dropout_prob=float(dims.get("hidden_dropout_prob", 0.1)),
+        attention_probs_dropout_prob=float(dims.get("attention_probs_dropout_prob", 0.1)),
     )
     qformer = Blip2QFormerModel(config)
     num_query_token = int(config_value(cfg, "num_query_token", 32))

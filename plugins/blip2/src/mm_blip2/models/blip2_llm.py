@@ -115,15 +115,16 @@ class Blip2LLM(Blip2Base):
 
     @classmethod
     def weights_plan(cls, cfg: DictConfig) -> list[tuple[str, str]]:
-        llm_cfg = cls.llm_config(None, cfg)  # reads only cfg
+        llm_cfg = cls.llm_config(cls, cfg)  # reads only cfg and class attributes
         source = llm_cfg.get("model") or llm_cfg.get("llm_model")
         llm = "random init (random_init)" if llm_cfg.get("random_init", False) or not source else str(source)
         return [*super().weights_plan(cfg), (f"llm (backend {llm_cfg.name})", llm),
                 ("llm_proj, LoRA adapters", "fresh (new in this composition) unless a file above holds them")]
 
     # -- images -----------------------------------------------------------------------------
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, num_query_token, llm hidden): the LLM-space image tokens."""
+    def encode_images(self, images: torch.Tensor, instructions: list[str] | None = None) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, num_query_token, llm hidden): the LLM-space image tokens (``instructions``,
+        one per image, are for an instruction-aware Q-Former: see :meth:`qformer_instructions`)."""
         images = images.to(self.device)
         cache = self.feature_cache
         if cache is not None and cache.usable([self.visual_encoder, self.ln_vision, self.qformer, self.query_tokens]):
@@ -132,7 +133,11 @@ class Blip2LLM(Blip2Base):
             queries, _ = self.query_image(images)
         return self.llm_proj(queries)
 
-    def _image_tokens(self, image: Any, batch_size: int) -> list[torch.Tensor]:
+    def qformer_instructions(self, conversations: list[Conversation] | None, counts: list[int]) -> list[str] | None:
+        """Per image, the text its Q-Former pass reads with the queries (none here; InstructBLIP's instruction)."""
+        return None
+
+    def _image_tokens(self, image: Any, batch_size: int, conversations: list[Conversation] | None = None) -> list[torch.Tensor]:
         """Per sample, its images' LLM tokens flattened to (n_images * num_query_token, D)."""
         if image is None:
             return [self.llm_proj.weight.new_zeros(0, self.llm.hidden_size)] * batch_size
@@ -143,7 +148,8 @@ class Blip2LLM(Blip2Base):
         if len(per_sample) != batch_size:
             raise DataError(f"batch has {len(per_sample)} image entries for {batch_size} conversations")
         counts = [im.shape[0] for im in per_sample]
-        tokens = self.encode_images(torch.cat(per_sample)) if sum(counts) else None
+        instructions = self.qformer_instructions(conversations, counts)
+        tokens = self.encode_images(torch.cat(per_sample), instructions) if sum(counts) else None
         out, start = [], 0
         for n in counts:
             out.append(tokens[start:start + n].flatten(0, 1) if n else self.llm_proj.weight.new_zeros(0, self.llm.hidden_size))
@@ -224,9 +230,15 @@ class Blip2LLM(Blip2Base):
         conversations = [self.with_image_mark(c, image is not None) for c in conversations]
         encoded = [self.llm.encode_conversation(c, self.num_query_token, self.max_txt_len) for c in conversations]
         batch = {k: v.to(self.device) for k, v in self.llm.collate(encoded).items()}
-        embeds = self._embed(batch["input_ids"], self._image_tokens(image, len(conversations)))
+        embeds = self._embed(batch["input_ids"], self._image_tokens(image, len(conversations), conversations))
         output = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
         return {"loss": output.loss}
+
+    def pipeline_layers(self) -> dict[str, Any]:
+        """MPP-LLaVA's split for the pipeline runner: see :mod:`mm_blip2.models.pipeline`."""
+        from mm_blip2.models.pipeline import pipeline_layers
+
+        return pipeline_layers(self)
 
     # -- inference --------------------------------------------------------------------------
     def _generate(self, conversations: list[Conversation], image: Any,
@@ -236,7 +248,7 @@ class Blip2LLM(Blip2Base):
         conversations = [self.with_image_mark(c, has) for c, has in zip(conversations, _has_images(image, len(conversations)))]
         prompts = [self.llm.encode_prompt(c, self.num_query_token) for c in conversations]
         batch = {k: v.to(self.device) for k, v in self.llm.collate(prompts, padding_side="left").items()}
-        embeds = self._embed(batch["input_ids"], self._image_tokens(image, len(conversations)))
+        embeds = self._embed(batch["input_ids"], self._image_tokens(image, len(conversations), conversations))
         return self.llm.generate(embeds, batch["attention_mask"], on_text=on_text, **generation)
 
     @torch.no_grad()

@@ -20,11 +20,14 @@ from torch import nn
 from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
 from mm_blip2.models.blip2 import Blip2Base
+from mm_blip2.models.stage1_losses import check_equal_batches, image_ids_tensor, itc_loss
 from mm_blip2.text_tokenizer import build_text_tokenizer
 from mm_core.base.model import config_value
 from mm_core.errors import DataError
 
 MODES = ("image", "text", "multimodal")
+#: BLIP's clamp of the learnable ITC temperature (applied before every loss computation).
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.001, 0.5
 
 
 @dataclass
@@ -45,9 +48,8 @@ class Blip2FeatureExtractor(Blip2Base):
     """BLIP-2 stage-1 model: vision tower, Q-Former with its text branch, ITC projections.
 
     Extra options: ``embed_dim`` (ITC projection size, 256), ``max_txt_len`` (32),
-    ``tokenizer`` (``bert-base-uncased`` or ``tiny``). ``forward`` returns the image-text
-    contrastive loss (in-batch, as LAVIS' ITC term; the ITM and captioning terms of stage-1
-    pretraining are not implemented).
+    ``tokenizer`` (``bert-base-uncased`` or ``tiny``). ``forward`` returns LAVIS' stage-1 image-text
+    contrastive loss (:mod:`mm_blip2.models.stage1_losses`); the ``blip2`` arch adds ITM and ITG.
     """
 
     qformer_text_input = True
@@ -77,8 +79,12 @@ class Blip2FeatureExtractor(Blip2Base):
                               return_tensors="pt").to(self.device)
 
     def _text_features(self, tokens: Any) -> torch.Tensor:
-        embeds = self.text_embeddings(input_ids=tokens.input_ids)
-        return self.qformer(query_embeds=embeds, query_length=0, attention_mask=tokens.attention_mask).last_hidden_state
+        return self.text_hidden(tokens.input_ids, tokens.attention_mask)
+
+    def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The text branch alone (no queries, no image): (B, T, hidden)."""
+        embeds = self.text_embeddings(input_ids=input_ids)
+        return self.qformer(query_embeds=embeds, query_length=0, attention_mask=attention_mask).last_hidden_state
 
     @torch.no_grad()
     def extract_features(self, samples: dict[str, Any], mode: str = "multimodal") -> BlipOutputFeatures:
@@ -104,15 +110,20 @@ class Blip2FeatureExtractor(Blip2Base):
         return out
 
     def _multimodal_features(self, image: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        image_embeds = self.encode_image(image).float()
-        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image.device)
-        queries = self.query_tokens.expand(image.shape[0], -1, -1)
         tokens = self.tokenize(texts)
-        embeds = self.text_embeddings(input_ids=tokens.input_ids, query_embeds=queries)
-        query_atts = torch.ones(queries.shape[:-1], dtype=torch.long, device=image.device)
+        return self.multimodal_queries(self.encode_image(image).float(), tokens.input_ids, tokens.attention_mask)
+
+    def multimodal_queries(self, image_embeds: torch.Tensor, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor) -> torch.Tensor:
+        """Queries' outputs when queries and text attend to each other and the queries to the image
+        (``image_embeds``: the tower's features after ``ln_vision``): (B, Nq, hidden)."""
+        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        embeds = self.text_embeddings(input_ids=input_ids, query_embeds=queries)
+        query_atts = torch.ones(queries.shape[:-1], dtype=torch.long, device=image_embeds.device)
         output = self.qformer(
             query_embeds=embeds, query_length=queries.shape[1],
-            attention_mask=torch.cat([query_atts, tokens.attention_mask], dim=1),
+            attention_mask=torch.cat([query_atts, attention_mask], dim=1),
             encoder_hidden_states=image_embeds, encoder_attention_mask=image_atts,
         )
         return output.last_hidden_state[:, : queries.shape[1]]
@@ -129,11 +140,21 @@ class Blip2FeatureExtractor(Blip2Base):
 
     # -- training (ITC) ---------------------------------------------------------------------
     def forward(self, samples: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """In-batch image-text contrastive loss over ``samples["image"]`` / ``samples["text_input"]``."""
+        """LAVIS' stage-1 image-text contrastive loss over ``samples["image"]`` / ``samples["text_input"]``
+        (``samples["image_id"]``, when given, makes pairs of one image positives of each other)."""
         image_feats, _ = self.query_image(samples["image"].to(self.device))
         image_proj = F.normalize(self.vision_proj(image_feats), dim=-1)
         text_proj = F.normalize(self.text_proj(self._text_features(self.tokenize(list(samples["text_input"])))[:, 0]), dim=-1)
-        sim_i2t = torch.einsum("iqd,td->iqt", image_proj, text_proj).max(dim=1).values / self.temp
-        targets = torch.arange(sim_i2t.shape[0], device=sim_i2t.device)
-        loss = (F.cross_entropy(sim_i2t, targets) + F.cross_entropy(sim_i2t.t(), targets)) / 2
+        loss = self.contrastive(image_proj, text_proj, samples)[0]
         return {"loss": loss, "loss_itc": loss.detach()}
+
+    def contrastive(self, image_feats: torch.Tensor, text_feat: torch.Tensor,
+                    samples: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:func:`~mm_blip2.models.stage1_losses.itc_loss` over every rank's batch, after clamping the
+        temperature to [0.001, 0.5]; returns (loss, sim_i2t, sim_t2i, this rank's image ids, all ids)."""
+        with torch.no_grad():
+            self.temp.clamp_(TEMPERATURE_MIN, TEMPERATURE_MAX)
+        check_equal_batches(image_feats.shape[0], image_feats.device)
+        image_ids = image_ids_tensor(samples.get("image_id"), image_feats.shape[0], image_feats.device)
+        loss, sim_i2t, sim_t2i, ids_all = itc_loss(image_feats, text_feat, self.temp, image_ids)
+        return loss, sim_i2t, sim_t2i, image_ids, ids_all

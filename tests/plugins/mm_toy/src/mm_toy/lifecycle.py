@@ -31,6 +31,12 @@ def config_loaded(config):
 
 
 @hookimpl
+def describe_run(config, model):
+    record("describe_run", built=model is not None)
+    return [f"toy plan: {type(model).__name__ if model is not None else 'nothing built'}"]
+
+
+@hookimpl
 def after_train_step(run, step, metrics):
     record("after_train_step", step=step, metrics=metrics, **_view(run))
     if os.environ.get("MM_TOY_STOP_AT_STEP") == str(step):

@@ -1,5 +1,9 @@
 """A two-layer regressor: enough parameters to test freezing, checkpoints and DDP; optional
-dropout makes a run depend on the RNG (exact-resume tests need randomness that matters)."""
+dropout makes a run depend on the RNG (exact-resume tests need randomness that matters).
+``MM_TOY_BATCHES=<file>``: each training batch's ``epoch`` / ``iters`` / ``num_iters_per_epoch`` as a JSON line."""
+
+import json
+import os
 
 import torch
 from torch import nn
@@ -23,6 +27,9 @@ class ToyRegressor(BaseModel):
                    freeze_encoder=cfg.get("freeze_encoder", False), dropout=cfg.get("dropout", 0.0))
 
     def forward(self, samples):
+        if self.training and os.environ.get("MM_TOY_BATCHES"):  # the position the runner adds, as LAVIS' does
+            with open(os.environ["MM_TOY_BATCHES"], "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({k: samples.get(k) for k in ("epoch", "iters", "num_iters_per_epoch")}) + "\n")
         hidden = torch.tanh(self.norm(self.encoder(samples["x"])))
         if self.dropout.p:  # without dropout the run draws no random numbers here
             hidden = self.dropout(hidden)

@@ -1,5 +1,7 @@
 """BLIP / BLIP-2 processors with LAVIS' names and semantics, on torchvision transforms v2.
 
+mm-plugin-blip and mm-plugin-blip2 name them in their configs; this is their one definition.
+
 Image processors take a PIL image (any mode; converted to RGB) and return a float tensor
 (3, image_size, image_size) normalised with CLIP's statistics unless ``mean``/``std`` are given.
 Text processors clean captions and questions the way LAVIS does, so metrics stay comparable.
@@ -16,6 +18,7 @@ from omegaconf import DictConfig
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from mm_blip_processors.randaugment import BLIP_AUGMENTATIONS, RandomAugment
 from mm_core.base.model import config_value
 from mm_core.base.processor import BaseProcessor
 
@@ -50,7 +53,9 @@ class BlipImageBaseProcessor(BaseProcessor):
 
 
 class BlipImageTrainProcessor(BlipImageBaseProcessor):
-    """Random resized crop (bicubic) + horizontal flip + ToTensor + Normalize."""
+    """LAVIS' BLIP train transform: random resized crop (bicubic) + horizontal flip +
+    :class:`~mm_blip_processors.randaugment.RandomAugment` (2 ops, magnitude 5, BLIP's ten ops) +
+    ToTensor + Normalize. Randomness comes from torch's generator, so a seeded run repeats."""
 
     def __init__(self, image_size: int = 384, mean=None, std=None, min_scale: float = 0.5, max_scale: float = 1.0):
         super().__init__(mean, std)
@@ -59,9 +64,14 @@ class BlipImageTrainProcessor(BlipImageBaseProcessor):
             T.RandomResizedCrop(self.image_size, scale=(min_scale, max_scale),
                                 interpolation=InterpolationMode.BICUBIC),
             T.RandomHorizontalFlip(),
+            *self.augmentations(),
             self.to_tensor,
             self.normalize,
         ])
+
+    def augmentations(self) -> list[RandomAugment]:
+        """What runs on the PIL image between the flip and ToTensor (LAVIS: RandomAugment(2, 5))."""
+        return [RandomAugment(num_ops=2, magnitude=5, ops=BLIP_AUGMENTATIONS)]
 
     @classmethod
     def from_config(cls, cfg: DictConfig | None = None) -> BlipImageTrainProcessor:
@@ -75,12 +85,16 @@ class BlipImageTrainProcessor(BlipImageBaseProcessor):
 
 
 class Blip2ImageTrainProcessor(BlipImageTrainProcessor):
-    """BLIP-2's train transform (LAVIS default size 364)."""
+    """BLIP-2's train transform (LAVIS default size 364): as BLIP's but without RandomAugment, as
+    LAVIS' ``Blip2ImageTrainProcessor`` has it."""
 
     default_image_size = 364
 
     def __init__(self, image_size: int = 364, mean=None, std=None, min_scale: float = 0.5, max_scale: float = 1.0):
         super().__init__(image_size, mean, std, min_scale, max_scale)
+
+    def augmentations(self) -> list[RandomAugment]:
+        return []
 
 
 class BlipImageEvalProcessor(BlipImageBaseProcessor):

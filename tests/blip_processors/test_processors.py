@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mm_blip2.processors import CLIP_MEAN, CLIP_STD
+from mm_blip_processors.processors import CLIP_MEAN, CLIP_STD
 from mm_core.api import load_processor
 
 

@@ -1,0 +1,1 @@
+"""BLIP (v1) architectures, one module per LAVIS family member."""
