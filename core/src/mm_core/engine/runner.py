@@ -71,6 +71,7 @@ class Runner:
         self.last_checkpoint: str | None = None
         self.eval_history: dict[str, list[tuple[int | str, dict[str, float]]]] = {}
         self.last_saved_step: int | None = None
+        self.epoch_length = 0  # micro-batches of the epoch being trained (LAVIS' num_iters_per_epoch)
         if s.gradient_checkpointing and hasattr(self.model, "set_gradient_checkpointing"):
             self.model.set_gradient_checkpointing(True)
 
@@ -216,7 +217,7 @@ class Runner:
             n_samples += batch_size_of(samples)
             if isinstance(samples, dict):  # what LAVIS' runner adds to a batch (ramps such as BLIP's alpha read it)
                 samples.update(epoch=self.progress.epoch, iters=self.progress.iter_in_epoch + k,
-                               num_iters_per_epoch=getattr(self, "epoch_length", 0))
+                               num_iters_per_epoch=self.epoch_length)
             with self.accumulation_context(model, last=k == group - 1):
                 with self.precision.autocast():
                     output = self.task.train_step(model=model, samples=samples)
